@@ -1,0 +1,55 @@
+"""storekit: one synchronous API over SQLite and PostgreSQL for multi-agent apps."""
+
+from storekit.backends.base import Capabilities, PoolOptions, RunResult, SqliteOptions
+from storekit.database import (
+    Database,
+    Transaction,
+    create_database,
+    create_memory_database,
+    open_database,
+)
+from storekit.errors import (
+    BusyError,
+    CapabilityError,
+    CheckViolation,
+    ConfigurationError,
+    DatabaseUnavailable,
+    ForeignKeyViolation,
+    IntegrityError,
+    NotNullViolation,
+    OperationalError,
+    PoolTimeout,
+    ProgrammingError,
+    StoreError,
+    UniqueViolation,
+)
+from storekit.url import DatabaseURL
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusyError",
+    "Capabilities",
+    "CapabilityError",
+    "CheckViolation",
+    "ConfigurationError",
+    "Database",
+    "DatabaseURL",
+    "DatabaseUnavailable",
+    "ForeignKeyViolation",
+    "IntegrityError",
+    "NotNullViolation",
+    "OperationalError",
+    "PoolOptions",
+    "PoolTimeout",
+    "ProgrammingError",
+    "RunResult",
+    "SqliteOptions",
+    "StoreError",
+    "Transaction",
+    "UniqueViolation",
+    "__version__",
+    "create_database",
+    "create_memory_database",
+    "open_database",
+]

@@ -1,0 +1,1 @@
+"""Backends, imported lazily by storekit.database.BACKENDS."""

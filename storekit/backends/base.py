@@ -1,0 +1,109 @@
+"""The narrow contract every backend implements.
+
+A backend offers the data methods twice: on itself (each call borrows a connection and
+commits on its own) and on a `Handle` (one connection held for a transaction). The
+`Database` facade adds nothing per call but a thread-local lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from storekit.params import Params
+
+Row = dict[str, Any]
+
+
+class RunResult(NamedTuple):
+    rowcount: int
+    last_id: Any
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    concurrent_writers: bool
+    network: bool
+    listen_notify: str  # "native" or "emulated"
+    row_level_security: bool
+    jsonb: bool
+    full_text: str  # "fts5" or "tsvector"
+    server_version: str
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """psycopg_pool settings; the names and meaning follow psycopg_pool.ConnectionPool."""
+
+    min_size: int = 1
+    max_size: int = 10
+    max_idle: float = 600.0
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        from storekit.errors import ConfigurationError
+
+        if self.min_size < 0 or self.max_size < max(1, self.min_size):
+            raise ConfigurationError(
+                f"PoolOptions: need 0 <= min_size <= max_size and max_size >= 1, "
+                f"got min_size={self.min_size}, max_size={self.max_size}"
+            )
+        if self.timeout <= 0 or self.connect_timeout <= 0 or self.max_idle <= 0:
+            raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
+
+
+@dataclass(frozen=True)
+class SqliteOptions:
+    """SQLite settings. The defaults are the ones a careful user picks for concurrent apps."""
+
+    busy_timeout_ms: int = 5000
+    journal_mode: str = "wal"
+    synchronous: str = "normal"
+    foreign_keys: bool = True
+    begin: str = "immediate"  # "deferred" reproduces Python's stdlib default
+    cache_size_kib: int = 20_000
+    wal_autocheckpoint: int = 1000
+    journal_size_limit: int = 64 * 1024 * 1024
+    extra_pragmas: Mapping[str, str | int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from storekit.errors import ConfigurationError
+
+        checks = {
+            "journal_mode": ("wal", "delete", "truncate", "persist", "memory", "off"),
+            "synchronous": ("off", "normal", "full", "extra"),
+            "begin": ("immediate", "deferred", "exclusive"),
+        }
+        for name, allowed in checks.items():
+            value = str(getattr(self, name)).lower()
+            if value not in allowed:
+                raise ConfigurationError(
+                    f"SqliteOptions.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}"
+                )
+        if self.busy_timeout_ms < 0:
+            raise ConfigurationError("SqliteOptions.busy_timeout_ms must be >= 0")
+
+
+class Handle(Protocol):
+    """One connection, held for the length of a transaction."""
+
+    def run(self, sql: str, params: Params = None) -> RunResult: ...
+    def get(self, sql: str, params: Params = None) -> Row | None: ...
+    def all(self, sql: str, params: Params = None) -> list[Row]: ...
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]: ...
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int: ...
+    def exec(self, script: str) -> None: ...
+
+
+class Backend(Handle, Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def settings(self) -> dict[str, Any]: ...
+    def begin(self, *, readonly: bool, team_id: Any = None) -> Handle: ...
+    def finish(self, handle: Handle, *, commit: bool) -> None: ...
+    def savepoint(self, handle: Handle, name: str) -> None: ...
+    def release(self, handle: Handle, name: str, *, commit: bool) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,263 @@
+"""PostgreSQL through psycopg 3 and psycopg_pool.
+
+Pooled connections run in autocommit; storekit sends BEGIN/COMMIT itself, so a
+transaction is one borrowed connection and the pool's reset (rollback of anything left
+open) guarantees nobody borrows a dirty one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg import adapt
+    from psycopg.rows import dict_row
+    from psycopg.types.json import JsonbDumper
+except ImportError as exc:  # pragma: no cover - exercised in an environment without the extra
+    from storekit.errors import ConfigurationError
+
+    raise ConfigurationError(
+        "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
+    ) from exc
+
+from storekit.backends.base import Capabilities, PoolOptions, RunResult, Row
+from storekit.errors import DatabaseUnavailable, PoolTimeout, StoreError, from_psycopg
+from storekit.params import Params, check_params, translate
+from storekit.url import DatabaseURL
+
+# Dicts and lists are sent as jsonb; everything else keeps psycopg's own adaptation.
+ADAPTERS = adapt.AdaptersMap(psycopg.adapters)
+ADAPTERS.register_dumper(dict, JsonbDumper)
+ADAPTERS.register_dumper(list, JsonbDumper)
+
+SETTINGS_SHOWN = (
+    "server_version", "synchronous_commit", "fsync", "full_page_writes", "wal_level",
+    "shared_buffers", "max_connections", "default_transaction_isolation", "commit_delay",
+    "wal_buffers", "checkpoint_timeout", "max_wal_size", "work_mem", "effective_io_concurrency",
+)
+_cursor_names = itertools.count()
+
+
+class PgHandle:
+    """Data methods on one psycopg connection."""
+
+    __slots__ = ("conn", "password")
+
+    def __init__(self, conn: psycopg.Connection[Row], password: str | None) -> None:
+        self.conn = conn
+        self.password = password
+
+    def _error(self, exc: Exception) -> StoreError:
+        return from_psycopg(exc, password=self.password)
+
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        t = translate(sql, "postgres")
+        try:
+            cur = self.conn.execute(t.sql, check_params(t, params))
+            if t.returning and cur.description is not None:
+                row = cur.fetchone()
+                return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+            return RunResult(cur.rowcount, None)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        t = translate(sql, "postgres")
+        try:
+            return self.conn.execute(t.sql, check_params(t, params)).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        t = translate(sql, "postgres")
+        try:
+            return self.conn.execute(t.sql, check_params(t, params)).fetchall()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        """Stream through a server-side cursor: memory stays flat whatever the result size."""
+        t = translate(sql, "postgres")
+        values = check_params(t, params)
+        try:
+            with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
+                cur.itersize = 2000
+                cur.execute(t.sql, values)
+                yield from cur
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        t = translate(sql, "postgres")
+        try:
+            with self.conn.cursor() as cur:
+                cur.executemany(t.sql, (check_params(t, p) for p in seq))
+                return cur.rowcount
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def exec(self, script: str) -> None:
+        try:
+            self.conn.execute(script)  # no parameters: the simple protocol runs many statements
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+
+class PostgresBackend:
+    name = "postgres"
+
+    def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
+        self.url = url
+        self.pool_options = pool or PoolOptions()
+        self.password = url.password
+        conninfo = url.conninfo()
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
+                                  "context": ADAPTERS}
+        o = self.pool_options
+        # Connect once directly: a wrong host or password gets the server's own reason.
+        try:
+            probe = psycopg.connect(conninfo, connect_timeout=max(1, round(o.connect_timeout)),
+                                    **kwargs)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {url}: "
+                f"{from_psycopg(exc, password=self.password)}"
+            ) from None  # the driver's message may carry the conninfo; it is scrubbed above
+        with probe:
+            self._server_settings = self._read_settings(probe)
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = (
+            psycopg_pool.ConnectionPool(
+                conninfo,
+                kwargs={**kwargs, "connect_timeout": max(1, round(o.connect_timeout))},
+                min_size=o.min_size,
+                max_size=o.max_size,
+                max_idle=o.max_idle,
+                timeout=o.timeout,
+                reconnect_timeout=o.timeout,
+                open=False,
+                name="storekit",
+            )
+        )
+        try:
+            self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise DatabaseUnavailable(f"PostgreSQL pool could not open at {url}") from exc
+        version = str(self._server_settings.get("server_version", ""))
+        self.capabilities = Capabilities(
+            concurrent_writers=True,
+            network=True,
+            listen_notify="native",
+            row_level_security=True,
+            jsonb=True,
+            full_text="tsvector",
+            server_version=version,
+        )
+
+    @staticmethod
+    def _read_settings(conn: psycopg.Connection[Row]) -> dict[str, Any]:
+        names = ", ".join(f"'{name}'" for name in SETTINGS_SHOWN)
+        rows = conn.execute(
+            f"SELECT name, setting, unit FROM pg_settings WHERE name IN ({names})"
+        ).fetchall()
+        return {r["name"]: r["setting"] + (r["unit"] or "") if r["unit"] not in (None, "")
+                else r["setting"] for r in rows}
+
+    @contextmanager
+    def _borrow(self) -> Iterator[PgHandle]:
+        try:
+            with self._pool.connection() as conn:
+                yield PgHandle(conn, self.password)
+        except psycopg_pool.PoolTimeout as exc:
+            raise PoolTimeout(
+                f"no PostgreSQL connection free within {self.pool_options.timeout:g} s "
+                f"(max_size={self.pool_options.max_size}) at {self.url}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise from_psycopg(exc, str(self.url), self.password) from exc
+
+    # Autocommit data methods: each borrows a pooled connection for one statement.
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        with self._borrow() as h:
+            return h.run(sql, params)
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        with self._borrow() as h:
+            return h.get(sql, params)
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        with self._borrow() as h:
+            return h.all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        handle = self.begin(readonly=True)
+        ok = False
+        try:
+            yield from handle.iter(sql, params)
+            ok = True
+        finally:
+            self.finish(handle, commit=ok)
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        handle = self.begin(readonly=False)
+        try:
+            count = handle.run_many(sql, seq)
+        except BaseException:
+            self.finish(handle, commit=False)
+            raise
+        self.finish(handle, commit=True)
+        return count
+
+    def exec(self, script: str) -> None:
+        with self._borrow() as h:
+            h.exec(script)
+
+    # Transactions.
+    def begin(self, *, readonly: bool, team_id: Any = None) -> PgHandle:
+        try:
+            conn = self._pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise PoolTimeout(
+                f"no PostgreSQL connection free within {self.pool_options.timeout:g} s "
+                f"(max_size={self.pool_options.max_size}) at {self.url}"
+            ) from exc
+        handle = PgHandle(conn, self.password)
+        try:
+            handle.exec(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if readonly else "BEGIN"
+            )
+            if team_id is not None:
+                handle.get("SELECT set_config('app.team_id', ?, true)", (str(team_id),))
+        except BaseException:
+            self._pool.putconn(conn)
+            raise
+        return handle
+
+    def finish(self, handle: Any, *, commit: bool) -> None:
+        try:
+            handle.exec("COMMIT" if commit else "ROLLBACK")
+        finally:
+            # putconn rolls back a connection left in a transaction and drops a broken one.
+            self._pool.putconn(handle.conn)
+
+    def savepoint(self, handle: Any, name: str) -> None:
+        handle.exec(f"SAVEPOINT {name}")
+
+    def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if not commit:
+            handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
+        handle.exec(f"RELEASE SAVEPOINT {name}")
+
+    def settings(self) -> dict[str, Any]:
+        o = self.pool_options
+        return {**self._server_settings, "pool_min_size": o.min_size,
+                "pool_max_size": o.max_size, "pool_max_idle": o.max_idle,
+                "pool_timeout": o.timeout, "url": str(self.url)}
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,320 @@
+"""SQLite through the standard library's sqlite3.
+
+One writer connection per Database, shared by threads under a lock so they queue in
+Python instead of spinning in SQLite's busy handler; one reader connection per thread,
+which WAL lets run alongside the writer. Write transactions start with the configured
+BEGIN (IMMEDIATE by default): a read-then-write transaction then waits for the lock up
+front instead of failing with "database is locked" when it upgrades.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from storekit.backends.base import Capabilities, RunResult, Row, SqliteOptions
+from storekit.errors import DatabaseUnavailable, StoreError, from_sqlite
+from storekit.params import Params, adapt_sqlite, check_params, translate
+from storekit.url import DatabaseURL
+
+
+def _convert_timestamp(raw: bytes) -> datetime:
+    value = datetime.fromisoformat(raw.decode())
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# Declared-type converters: the schema module declares JSON, BOOLEAN and TIMESTAMPTZ
+# columns so the same table reads back as the same Python values on both backends.
+sqlite3.register_converter("JSON", json.loads)
+sqlite3.register_converter("JSONB", json.loads)
+sqlite3.register_converter("BOOLEAN", lambda raw: raw not in (b"0", b"0.0", b""))
+sqlite3.register_converter("TIMESTAMPTZ", _convert_timestamp)
+
+
+def split_script(script: str) -> list[str]:
+    """Split a script into complete statements (triggers' BEGIN ... END stay whole).
+
+    sqlite3's executescript() commits any open transaction first, so a script inside a
+    transaction is run statement by statement instead.
+    """
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        statements.append(pending)
+    return statements
+
+
+class SqliteHandle:
+    """Data methods on one sqlite3 connection."""
+
+    __slots__ = ("conn", "where")
+
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        self.conn = conn
+        self.where = where
+
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        t = translate(sql, "sqlite")
+        try:
+            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            if t.returning:
+                rows = cur.fetchall()
+                return RunResult(len(rows), rows[0][0] if rows else None)
+            return RunResult(cur.rowcount, cur.lastrowid if t.insert else None)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        t = translate(sql, "sqlite")
+        try:
+            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            row = cur.fetchone()
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        t = translate(sql, "sqlite")
+        try:
+            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            rows = cur.fetchall()
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+        if not rows:
+            return []
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in rows]
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        t = translate(sql, "sqlite")
+        try:
+            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            if cur.description is None:
+                return
+            names = [d[0] for d in cur.description]
+            while batch := cur.fetchmany(1000):
+                for row in batch:
+                    yield dict(zip(names, row))
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        t = translate(sql, "sqlite")
+        try:
+            cur = self.conn.executemany(t.sql, (adapt_sqlite(check_params(t, p)) for p in seq))
+            return cur.rowcount
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    def exec(self, script: str) -> None:
+        try:
+            for statement in split_script(script):
+                self.conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self, url: DatabaseURL, options: SqliteOptions | None = None) -> None:
+        self.url = url
+        self.options = options or SqliteOptions()
+        self.memory = url.is_memory
+        self.path = url.database
+        self.where = "in-memory database" if self.memory else f"file {self.path}"
+        if not self.memory:
+            self._check_path(Path(self.path))
+        self._lock = threading.RLock() if self.memory else threading.Lock()
+        self._writer = SqliteHandle(self._connect(), self.where)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._begin = f"BEGIN {self.options.begin.upper()}"
+        version = sqlite3.sqlite_version
+        self.capabilities = Capabilities(
+            concurrent_writers=False,
+            network=False,
+            listen_notify="emulated",
+            row_level_security=False,
+            jsonb=False,
+            full_text="fts5",
+            server_version=version,
+        )
+
+    def _check_path(self, path: Path) -> None:
+        parent = path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                f"cannot create the folder {parent} for SQLite file {path}: {exc.strerror}"
+            ) from exc
+        if path.is_dir():
+            raise DatabaseUnavailable(f"SQLite path {path} is a folder, not a file")
+
+    def _connect(self) -> sqlite3.Connection:
+        o = self.options
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=o.busy_timeout_ms / 1000,
+                isolation_level=None,  # storekit issues BEGIN/COMMIT itself
+                check_same_thread=False,
+                detect_types=sqlite3.PARSE_DECLTYPES,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"cannot open SQLite {self.where}: {exc}") from exc
+        try:
+            # journal_mode first: it reads the header, so a non-database fails here.
+            conn.execute(f"PRAGMA journal_mode={o.journal_mode}").fetchone()
+            pragmas: dict[str, str | int] = {
+                "busy_timeout": o.busy_timeout_ms,
+                "synchronous": o.synchronous,
+                "foreign_keys": "ON" if o.foreign_keys else "OFF",
+                "cache_size": -o.cache_size_kib,
+                "wal_autocheckpoint": o.wal_autocheckpoint,
+                "journal_size_limit": o.journal_size_limit,
+                **o.extra_pragmas,
+            }
+            for key, value in pragmas.items():
+                conn.execute(f"PRAGMA {key}={value}")
+        except sqlite3.Error as exc:
+            conn.close()
+            err = from_sqlite(exc, self.where)
+            if isinstance(err, DatabaseUnavailable) or "not a database" in str(exc):
+                raise DatabaseUnavailable(f"cannot open SQLite {self.where}: {exc}") from exc
+            raise err from exc
+        return conn
+
+    def _reader(self) -> SqliteHandle:
+        handle: SqliteHandle | None = getattr(self._local, "reader", None)
+        if handle is None:
+            if self.memory:
+                # Every connection to :memory: is a separate database; share the writer.
+                handle = self._writer
+            else:
+                conn = self._connect()
+                with self._readers_lock:
+                    self._readers.append(conn)
+                handle = SqliteHandle(conn, self.where)
+            self._local.reader = handle
+        return handle
+
+    # Autocommit data methods: writes queue for the writer, reads use this thread's reader.
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        with self._lock:
+            return self._writer.run(sql, params)
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        if self.memory:
+            with self._lock:
+                return self._writer.get(sql, params)
+        return self._reader().get(sql, params)
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        if self.memory:
+            with self._lock:
+                return self._writer.all(sql, params)
+        return self._reader().all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        if self.memory:
+            with self._lock:
+                yield from self._writer.iter(sql, params)
+            return
+        yield from self._reader().iter(sql, params)
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        handle = self.begin(readonly=False)
+        try:
+            count = handle.run_many(sql, seq)
+        except BaseException:
+            self.finish(handle, commit=False)
+            raise
+        self.finish(handle, commit=True)
+        return count
+
+    def exec(self, script: str) -> None:
+        with self._lock:
+            self._writer.exec(script)
+
+    # Transactions.
+    def begin(self, *, readonly: bool, team_id: Any = None) -> SqliteHandle:
+        if team_id is not None:
+            from storekit.rls import sqlite_scope_error
+
+            raise sqlite_scope_error()
+        if readonly and not self.memory:
+            handle = self._reader()
+            # query_only makes a write inside a read-only transaction fail, as on Postgres.
+            self._execute(handle, "PRAGMA query_only=ON")
+            self._execute(handle, "BEGIN DEFERRED")
+            return handle
+        self._lock.acquire()
+        try:
+            self._execute(self._writer, self._begin)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._writer
+
+    def finish(self, handle: Any, *, commit: bool) -> None:
+        try:
+            if handle.conn.in_transaction:
+                self._execute(handle, "COMMIT" if commit else "ROLLBACK")
+        except StoreError:
+            if commit and handle.conn.in_transaction:
+                self._execute(handle, "ROLLBACK")
+            raise
+        finally:
+            if handle is self._writer:
+                self._lock.release()
+            else:
+                self._execute(handle, "PRAGMA query_only=OFF")
+
+    def savepoint(self, handle: Any, name: str) -> None:
+        self._execute(handle, f"SAVEPOINT {name}")
+
+    def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if not commit:
+            self._execute(handle, f"ROLLBACK TO SAVEPOINT {name}")
+        self._execute(handle, f"RELEASE SAVEPOINT {name}")
+
+    def _execute(self, handle: SqliteHandle, statement: str) -> None:
+        try:
+            handle.conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    def settings(self) -> dict[str, Any]:
+        names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "cache_size",
+                 "wal_autocheckpoint", "journal_size_limit", "page_size", "mmap_size")
+        with self._lock:
+            found = {n: self._writer.conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
+        found["begin"] = self._begin
+        found["sqlite_version"] = sqlite3.sqlite_version
+        found["path"] = self.path
+        return found
+
+    def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        with self._lock:
+            self._writer.conn.close()

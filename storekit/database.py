@@ -1,0 +1,342 @@
+"""Database and Transaction: the facade users hold.
+
+Per call, the facade adds one thread-local lookup (is this thread inside a transaction?)
+and forwards to the backend. Everything else (translation, adaptation) lives in the
+backend's handle and is cached per SQL string.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from storekit.backends.base import (
+    Backend,
+    Capabilities,
+    Handle,
+    PoolOptions,
+    Row,
+    RunResult,
+    SqliteOptions,
+)
+from storekit.errors import ConfigurationError, StoreError
+from storekit.params import Params
+from storekit.url import DatabaseURL, resolve_url
+
+if TYPE_CHECKING:
+    from storekit.dialect import Dialect
+    from storekit.notify import Subscription
+    from storekit.schema import Column, Table
+
+# Imported on first use, so psycopg is loaded only when a PostgreSQL URL is opened.
+BACKENDS = {
+    "sqlite": "storekit.backends.sqlite:SqliteBackend",
+    "postgres": "storekit.backends.postgres:PostgresBackend",
+}
+
+
+def _load_backend(name: str) -> type[Any]:
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("psycopg"):
+            raise ConfigurationError(
+                "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
+            ) from exc
+        raise
+    cls: type[Any] = getattr(module, class_name)
+    return cls
+
+
+class _Closed:
+    """Stands in for the backend after close(), so a closed Database costs no per-call check."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError(f"the database {self._url} is closed")
+
+
+class Transaction:
+    """A unit of work on one connection. Nested use becomes a SAVEPOINT."""
+
+    def __init__(self, db: Database, *, readonly: bool = False, team_id: Any = None) -> None:
+        self._db = db
+        self._readonly = readonly
+        self._team_id = team_id
+        self._handle: Handle | None = None
+        self._savepoint: str | None = None
+        self._outer: Transaction | None = None
+
+    def __enter__(self) -> Transaction:
+        db = self._db
+        outer: Transaction | None = getattr(db._local, "tx", None)
+        if outer is not None:
+            if self._team_id is not None and self._team_id != outer._team_id:
+                raise ConfigurationError("a nested transaction cannot change the team scope")
+            self._handle = outer._handle
+            self._team_id = outer._team_id
+            db._savepoints += 1
+            self._savepoint = f"storekit_sp_{db._savepoints}"
+            db._backend.savepoint(self._handle, self._savepoint)
+        else:
+            self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id)
+        self._outer = outer
+        db._local.tx = self
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        db = self._db
+        db._local.tx = self._outer
+        commit = exc_type is None
+        if self._savepoint is not None:
+            db._backend.release(self._handle, self._savepoint, commit=commit)
+        else:
+            db._backend.finish(self._handle, commit=commit)
+        self._handle = None
+        # Never swallow: returning None re-raises the caller's exception after rollback.
+
+    def _h(self) -> Handle:
+        if self._handle is None:
+            raise StoreError("the transaction is not active; use it inside its with block")
+        return self._handle
+
+    @property
+    def team_id(self) -> Any:
+        return self._team_id
+
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        return self._h().run(sql, params)
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        return self._h().get(sql, params)
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        return self._h().all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        return self._h().iter(sql, params)
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        return self._h().run_many(sql, seq)
+
+    def exec(self, script: str) -> None:
+        self._h().exec(script)
+
+
+class Database:
+    """One store, shared safely by the threads of a process."""
+
+    def __init__(self, url: DatabaseURL, backend: Backend) -> None:
+        self._url = url
+        self._backend: Backend = backend
+        self._local = threading.local()
+        self._savepoints = 0
+        self._dialect: Dialect | None = None
+
+    # Identity and settings.
+    @property
+    def backend(self) -> str:
+        return self._url.backend
+
+    @property
+    def url(self) -> str:
+        return str(self._url)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._backend.capabilities
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self._backend.settings()
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._backend, _Closed)
+
+    @property
+    def dialect(self) -> Dialect:
+        if self._dialect is None:
+            from storekit.dialect import Dialect
+
+            self._dialect = Dialect(self.backend)
+        return self._dialect
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<storekit.Database {self.backend} {self.url}{state}>"
+
+    # Data methods: inside a transaction on this thread, they join it.
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        tx = getattr(self._local, "tx", None)
+        return (tx or self._backend).run(sql, params)
+
+    def get(self, sql: str, params: Params = None) -> Row | None:
+        tx = getattr(self._local, "tx", None)
+        return (tx or self._backend).get(sql, params)
+
+    def all(self, sql: str, params: Params = None) -> list[Row]:
+        tx = getattr(self._local, "tx", None)
+        return (tx or self._backend).all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
+        tx = getattr(self._local, "tx", None)
+        return (tx or self._backend).iter(sql, params)
+
+    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        tx = getattr(self._local, "tx", None)
+        return (tx or self._backend).run_many(sql, seq)
+
+    def exec(self, script: str) -> None:
+        tx = getattr(self._local, "tx", None)
+        (tx or self._backend).exec(script)
+
+    def transaction(self, *, readonly: bool = False, team_id: Any = None) -> Transaction:
+        """Commit on normal exit, roll back and re-raise on an exception; nest with SAVEPOINTs."""
+        self._backend.capabilities  # noqa: B018 - raises on a closed database
+        return Transaction(self, readonly=readonly, team_id=team_id)
+
+    def scope(self, *, team_id: Any) -> Transaction:
+        """A transaction in which row-level security sees only this team's rows."""
+        return self.transaction(team_id=team_id)
+
+    # Schema, search, notifications and row security live in their own modules.
+    def create_table(self, table: Table, *, if_not_exists: bool = True) -> None:
+        from storekit.schema import create_table
+
+        create_table(self, table, if_not_exists=if_not_exists)
+
+    def drop_table(self, name: str, *, if_exists: bool = True) -> None:
+        from storekit.schema import drop_table
+
+        drop_table(self, name, if_exists=if_exists)
+
+    def schema_sql(self, table: Table) -> str:
+        from storekit.schema import schema_sql
+
+        return schema_sql(self.backend, table)
+
+    def tables(self) -> list[str]:
+        from storekit.schema import tables
+
+        return tables(self)
+
+    def columns(self, name: str) -> list[Column]:
+        from storekit.schema import columns
+
+        return columns(self, name)
+
+    def enable_search(
+        self, table: str, columns: Sequence[str], *, language: str = "english"
+    ) -> None:
+        from storekit.search import enable_search
+
+        enable_search(self, table, columns, language=language)
+
+    def search(
+        self,
+        table: str,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        where: str | None = None,
+        params: Params = None,
+        columns: Sequence[str] | None = None,
+    ) -> list[Row]:
+        from storekit.search import search_sql
+
+        sql, values = search_sql(self, table, query, limit=limit, offset=offset, where=where,
+                                 params=params, columns=columns)
+        return [] if sql is None else self.all(sql, values)
+
+    def search_sql(
+        self,
+        table: str,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        where: str | None = None,
+        params: Params = None,
+        columns: Sequence[str] | None = None,
+    ) -> tuple[str | None, Sequence[Any]]:
+        from storekit.search import search_sql
+
+        return search_sql(self, table, query, limit=limit, offset=offset, where=where,
+                          params=params, columns=columns)
+
+    def rebuild_search(self, table: str) -> None:
+        from storekit.search import rebuild_search
+
+        rebuild_search(self, table)
+
+    def notify(self, channel: str, payload: str | Mapping[str, Any] = "") -> None:
+        from storekit.notify import notify
+
+        notify(self, channel, payload)
+
+    def listen(self, *channels: str, poll_interval: float = 0.02) -> Subscription:
+        from storekit.notify import listen
+
+        return listen(self, channels, poll_interval=poll_interval)
+
+    def enable_row_security(self, table: str, column: str = "team_id") -> None:
+        from storekit.rls import enable_row_security
+
+        enable_row_security(self, table, column)
+
+    # Lifecycle.
+    def close(self) -> None:
+        if not self.closed:
+            backend = self._backend
+            self._backend = _Closed(self.url)  # type: ignore[assignment]
+            backend.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_database(
+    url: str | DatabaseURL | None = None,
+    *,
+    pool: PoolOptions | None = None,
+    sqlite: SqliteOptions | None = None,
+) -> Database:
+    """Open the database a URL names: the argument, else STOREKIT_DATABASE_URL, else
+    DATABASE_URL, else the SQLite file ./storekit.db."""
+    parsed = resolve_url(url)
+    backend_cls = _load_backend(parsed.backend)
+    if parsed.backend == "sqlite":
+        if pool is not None:
+            raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
+        backend = backend_cls(parsed, sqlite)
+    else:
+        if sqlite is not None:
+            raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
+        backend = backend_cls(parsed, pool)
+    return Database(parsed, backend)
+
+
+def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None) -> Database:
+    """Open (or create) a SQLite file; missing parent folders are created."""
+    return create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite)
+
+
+def create_memory_database(*, sqlite: SqliteOptions | None = None) -> Database:
+    """A private in-memory SQLite database; it never touches the disk."""
+    return create_database(DatabaseURL("sqlite", database=":memory:"), sqlite=sqlite)

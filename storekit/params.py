@@ -1,0 +1,212 @@
+"""Placeholder translation (? and :name) and value adaptation.
+
+Translation is done once per distinct SQL string and cached: the per-call cost is a
+dict lookup. The scanner skips everything that may contain a ``?`` or ``:name`` that is
+not a placeholder: string literals (with '' and E'' escapes), quoted identifiers,
+comments, dollar-quoted bodies and ``::`` casts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal
+from uuid import UUID
+
+from storekit.errors import ProgrammingError
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+Style = Literal["none", "qmark", "named"]
+Target = Literal["sqlite", "postgres"]
+
+_IDENT_START = re.compile(r"[A-Za-z_]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
+_INSERT = re.compile(r"\s*(insert|replace)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Translated:
+    sql: str
+    style: Style
+    count: int
+    names: tuple[str, ...]
+    returning: bool
+    insert: bool
+
+
+def _end_of_quoted(sql: str, i: int, quote: str, backslash: bool) -> int:
+    """Index just past the closing quote of a literal that opens at sql[i]."""
+    n = len(sql)
+    j = i + 1
+    while j < n:
+        c = sql[j]
+        if backslash and c == "\\":
+            j += 2
+            continue
+        if c == quote:
+            if j + 1 < n and sql[j + 1] == quote:
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    raise ProgrammingError(f"unterminated {quote} quote in SQL starting at offset {i}")
+
+
+def _end_of_block_comment(sql: str, i: int) -> int:
+    depth = 0
+    n = len(sql)
+    j = i
+    while j < n:
+        if sql.startswith("/*", j):
+            depth += 1
+            j += 2
+        elif sql.startswith("*/", j):
+            depth -= 1
+            j += 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    raise ProgrammingError(f"unterminated /* comment in SQL starting at offset {i}")
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str, target: Target) -> Translated:
+    """Rewrite placeholders for the target driver; raise ProgrammingError on mixed styles."""
+    out: list[str] = []
+    names: list[str] = []
+    qmarks = 0
+    n = len(sql)
+    i = 0
+    start = 0
+    pg = target == "postgres"
+    # A literal output piece is appended lazily (sql[start:i]) to keep the loop cheap.
+    while i < n:
+        c = sql[i]
+        if c == "'":
+            backslash = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            i = _end_of_quoted(sql, i, "'", backslash)
+        elif c == '"':
+            i = _end_of_quoted(sql, i, '"', False)
+        elif c == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif c == "/" and sql.startswith("/*", i):
+            i = _end_of_block_comment(sql, i)
+        elif c == "$":
+            m = _DOLLAR_TAG.match(sql, i)
+            if m and not (i and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+                close = sql.find(m.group(0), m.end())
+                if close < 0:
+                    raise ProgrammingError(f"unterminated dollar quote {m.group(0)} in SQL")
+                i = close + len(m.group(0))
+            else:
+                i += 1
+        elif c == "?":
+            if sql.startswith("??", i):
+                out.append(sql[start : i + 1])
+                out.append("")  # keeps literal pieces at even indexes
+                i += 2
+            else:
+                out.append(sql[start:i])
+                qmarks += 1
+                out.append("%s" if pg else "?")
+                i += 1
+            start = i
+        elif c == ":":
+            if sql.startswith("::", i):
+                i += 2
+                continue
+            m = _NAME.match(sql, i + 1)
+            if m is None:
+                i += 1
+                continue
+            out.append(sql[start:i])
+            names.append(m.group(0))
+            out.append(f"%({m.group(0)})s" if pg else ":" + m.group(0))
+            i = m.end()
+            start = i
+        else:
+            i += 1
+    out.append(sql[start:])
+    if pg:
+        # psycopg reads % everywhere, literals and comments included; the placeholders
+        # this function wrote are the odd-indexed pieces and stay as they are.
+        out = [p if k % 2 else p.replace("%", "%%") for k, p in enumerate(out)]
+    if qmarks and names:
+        raise ProgrammingError(
+            "SQL mixes ? and :name placeholders; use one style per statement"
+        )
+    style: Style = "qmark" if qmarks else "named" if names else "none"
+    return Translated(
+        sql="".join(out),
+        style=style,
+        count=qmarks,
+        names=tuple(dict.fromkeys(names)),
+        returning=bool(_RETURNING.search(sql)),
+        insert=bool(_INSERT.match(sql)),
+    )
+
+
+def check_params(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, Any]:
+    """Validate the parameters against the placeholders, before anything is sent."""
+    if t.style == "qmark":
+        if isinstance(params, (list, tuple)):
+            if len(params) != t.count:
+                raise ProgrammingError(
+                    f"SQL has {t.count} ? placeholder(s) but {len(params)} value(s) were given"
+                )
+            return params
+        if params is None:
+            raise ProgrammingError(f"SQL has {t.count} ? placeholder(s) but no values were given")
+        if isinstance(params, Mapping):
+            raise ProgrammingError("SQL uses ? placeholders; pass a sequence, not a mapping")
+        return check_params(t, tuple(params))
+    if t.style == "named":
+        if not isinstance(params, Mapping):
+            raise ProgrammingError("SQL uses :name placeholders; pass a mapping of values")
+        missing = [name for name in t.names if name not in params]
+        if missing:
+            raise ProgrammingError(f"no value for placeholder(s): {', '.join(missing)}")
+        return params
+    if params:
+        raise ProgrammingError("SQL has no placeholders but values were given")
+    return ()
+
+
+_SQLITE_NATIVE = frozenset({int, float, str, bytes, type(None), bool})
+
+
+def _sqlite_value(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, (Decimal, UUID)):
+        return str(v)
+    if isinstance(v, (datetime, date, time)):
+        return v.isoformat()
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, (int, float, str, bytes)):
+        return v
+    raise ProgrammingError(f"cannot store a value of type {type(v).__name__}")
+
+
+def adapt_sqlite(
+    params: Sequence[Any] | Mapping[str, Any],
+) -> Sequence[Any] | Mapping[str, Any]:
+    """Turn the portable value types sqlite3 does not know into the forms stored on disk."""
+    if isinstance(params, Mapping):
+        if all(type(v) in _SQLITE_NATIVE for v in params.values()):
+            return params
+        return {k: _sqlite_value(v) if type(v) not in _SQLITE_NATIVE else v
+                for k, v in params.items()}
+    if all(type(v) in _SQLITE_NATIVE for v in params):
+        return params
+    return [_sqlite_value(v) if type(v) not in _SQLITE_NATIVE else v for v in params]

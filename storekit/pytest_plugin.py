@@ -1,0 +1,92 @@
+"""pytest fixtures for storekit users' tests and storekit's own.
+
+- `storekit_postgres_server` / `storekit_postgres_url`: one throwaway server per session.
+- `store_url`: a clean database URL, parametrized over SQLite and PostgreSQL.
+- `store`: an open Database on that URL, closed after the test.
+
+Each PostgreSQL test gets its own schema (dropped afterwards), which isolates tables as a
+fresh database would, at a fraction of the cost. With CI=true a missing server fails the
+test run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storekit.database import Database, create_database
+from storekit.errors import DatabaseUnavailable
+from storekit.schema_names import quote_ident
+from storekit.testing import LocalPostgres, PostgresServer, postgres_server
+from storekit.url import DatabaseURL
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def isolated_schema(url: str, prefix: str = "t") -> Iterator[str]:
+    """A URL whose connections use a new, empty schema; the schema is dropped on exit."""
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    admin = create_database(url)
+    try:
+        admin.exec(f"CREATE SCHEMA {quote_ident(schema)}")
+        base = DatabaseURL.parse(url)
+        query = dict(base.query)
+        query["options"] = f"-csearch_path={schema}"
+        yield str(base.replace(query=tuple(query.items())).render(mask=False))
+    finally:
+        with contextlib.suppress(Exception):
+            admin.exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def storekit_postgres_server() -> Iterator[PostgresServer | LocalPostgres]:
+    stack = contextlib.ExitStack()
+    try:
+        server = stack.enter_context(postgres_server())
+    except DatabaseUnavailable as exc:
+        stack.close()
+        if _in_ci():
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with stack:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def storekit_postgres_url(storekit_postgres_server: PostgresServer | LocalPostgres) -> str:
+    return storekit_postgres_server.url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    base = request.getfixturevalue("storekit_postgres_url")
+    with isolated_schema(base) as url:
+        yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Database]:
+    db = create_database(store_url)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "postgres: needs a PostgreSQL server")
