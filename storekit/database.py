@@ -79,11 +79,12 @@ class Transaction:
         if outer is not None:
             if self._team_id is not None and self._team_id != outer._team_id:
                 raise ConfigurationError("a nested transaction cannot change the team scope")
+            assert outer._handle is not None
             self._handle = outer._handle
             self._team_id = outer._team_id
             db._savepoints += 1
             self._savepoint = f"storekit_sp_{db._savepoints}"
-            db._backend.savepoint(self._handle, self._savepoint)
+            db._backend.savepoint(outer._handle, self._savepoint)
         else:
             self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id)
         self._outer = outer
@@ -98,12 +99,13 @@ class Transaction:
     ) -> None:
         db = self._db
         db._local.tx = self._outer
+        handle = self._h()
+        self._handle = None
         commit = exc_type is None
         if self._savepoint is not None:
-            db._backend.release(self._handle, self._savepoint, commit=commit)
+            db._backend.release(handle, self._savepoint, commit=commit)
         else:
-            db._backend.finish(self._handle, commit=commit)
-        self._handle = None
+            db._backend.finish(handle, commit=commit)
         # Never swallow: returning None re-raises the caller's exception after rollback.
 
     def _h(self) -> Handle:
@@ -143,6 +145,7 @@ class Database:
         self._local = threading.local()
         self._savepoints = 0
         self._dialect: Dialect | None = None
+        self._search_columns: dict[str, tuple[str, str]] = {}
 
     # Identity and settings.
     @property
@@ -271,7 +274,7 @@ class Database:
         where: str | None = None,
         params: Params = None,
         columns: Sequence[str] | None = None,
-    ) -> tuple[str | None, Sequence[Any]]:
+    ) -> tuple[str | None, Sequence[Any] | Mapping[str, Any]]:
         from storekit.search import search_sql
 
         return search_sql(self, table, query, limit=limit, offset=offset, where=where,

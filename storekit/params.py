@@ -91,7 +91,10 @@ def translate(sql: str, target: Target) -> Translated:
     while i < n:
         c = sql[i]
         if c == "'":
-            backslash = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            # E'...' strings take backslash escapes; the E must not end an identifier.
+            backslash = i > 0 and sql[i - 1] in "eE" and (
+                i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_")
+            )
             i = _end_of_quoted(sql, i, "'", backslash)
         elif c == '"':
             i = _end_of_quoted(sql, i, '"', False)

@@ -72,7 +72,9 @@ class DatabaseURL:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigurationError(f"malformed PostgreSQL URL {_mask_raw(url)!r}: {exc}") from None
+            raise ConfigurationError(
+                f"malformed PostgreSQL URL {_mask_raw(url)!r}: {exc}"
+            ) from None
         return cls(
             scheme=scheme,
             username=unquote(parts.username) if parts.username else None,

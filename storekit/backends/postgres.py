@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
         "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
     ) from exc
 
-from storekit.backends.base import Capabilities, PoolOptions, RunResult, Row
+from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
 from storekit.errors import DatabaseUnavailable, PoolTimeout, StoreError, from_psycopg
 from storekit.params import Params, check_params, translate
 from storekit.url import DatabaseURL

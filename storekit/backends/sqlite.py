@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from storekit.backends.base import Capabilities, RunResult, Row, SqliteOptions
+from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.errors import DatabaseUnavailable, StoreError, from_sqlite
 from storekit.params import Params, adapt_sqlite, check_params, translate
 from storekit.url import DatabaseURL
@@ -84,7 +84,7 @@ class SqliteHandle:
             raise from_sqlite(exc, self.where) from exc
         if row is None:
             return None
-        return dict(zip([d[0] for d in cur.description], row))
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         t = translate(sql, "sqlite")
@@ -96,7 +96,7 @@ class SqliteHandle:
         if not rows:
             return []
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in rows]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         t = translate(sql, "sqlite")
@@ -107,7 +107,7 @@ class SqliteHandle:
             names = [d[0] for d in cur.description]
             while batch := cur.fetchmany(1000):
                 for row in batch:
-                    yield dict(zip(names, row))
+                    yield dict(zip(names, row, strict=True))
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
 
@@ -189,6 +189,8 @@ class SqliteBackend:
                 "cache_size": -o.cache_size_kib,
                 "wal_autocheckpoint": o.wal_autocheckpoint,
                 "journal_size_limit": o.journal_size_limit,
+                # INSERT OR REPLACE fires delete triggers (search sync) only with this on.
+                "recursive_triggers": "ON",
                 **o.extra_pragmas,
             }
             for key, value in pragmas.items():

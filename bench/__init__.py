@@ -1,0 +1,1 @@
+"""bench: the harness that measures SQLite and PostgreSQL under concurrent agents."""
