@@ -146,6 +146,7 @@ class Database:
         self._savepoints = 0
         self._dialect: Dialect | None = None
         self._search_columns: dict[str, tuple[str, str]] = {}
+        self._events_ready = False
 
     # Identity and settings.
     @property

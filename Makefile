@@ -1,0 +1,37 @@
+# The README's commands. Everything installs into .venv; nothing touches the system Python.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: test bench microbench lab postgres lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[postgres,bench,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+postgres: $(STAMP)
+	@bash scripts/ensure-postgres.sh $(PY)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict storekit bench
+
+test: lint postgres
+	$(VENV)/bin/pytest
+
+bench: postgres
+	$(PY) -m bench run --profile quick
+	$(PY) -m bench report
+
+microbench: postgres
+	$(PY) -m bench.micro
+
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[postgres,bench,dev,lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
