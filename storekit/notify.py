@@ -207,7 +207,7 @@ class SqliteSubscription(Subscription):
                 return
             conn = sqlite3.connect(self._path, timeout=5, isolation_level=None,
                                    check_same_thread=False)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller of listen()
+        except Exception as exc:  # reported to the caller of listen()
             self.error = exc
             self._ready.set()
             return

@@ -89,7 +89,7 @@ def test_iterating_a_subscription_blocks_until_notified(store: Database) -> None
 def test_bad_channels_and_payloads(store: Database) -> None:
     with pytest.raises(storekit.ProgrammingError, match="channel"):
         store.notify("bad channel; --", "x")
-    with pytest.raises(storekit.ProgrammingError, match="8000|7999"):
+    with pytest.raises(storekit.ProgrammingError, match=r"8000|7999"):
         store.notify("big", "x" * 8000)
     with pytest.raises(storekit.ProgrammingError, match="payload"):
         store.notify("typed", 42)  # type: ignore[arg-type]
