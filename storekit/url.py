@@ -116,7 +116,8 @@ class DatabaseURL:
                 host = f"[{host}]"
             port = f":{self.port}" if self.port is not None else ""
             base = f"{self.scheme}://{auth}{host}{port}/{quote(self.database)}"
-        return base + ("?" + urlencode(self.query) if self.query else "")
+        # quote, not quote_plus: libpq does not read "+" as a space.
+        return base + ("?" + urlencode(self.query, quote_via=quote) if self.query else "")
 
     def conninfo(self) -> str:
         """The libpq connection string with the real password, for the driver only."""

@@ -1,0 +1,113 @@
+"""agent-write: each transaction reads the agent's row, inserts a ~1 KB result document and
+a log line, and updates the agent's status. A read-then-write transaction, the case that
+fails under deferred BEGIN."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from bench.agent import AgentContext, AgentResult, Operation, OpOutcome
+from bench.corpus import Corpus
+from storekit import Database
+from storekit.schema import Column, Index, Table
+
+AGENTS = Table("agents", [
+    Column("id", "id"), Column("name", "text"), Column("status", "text"),
+    Column("runs", "bigint", default=0), Column("config", "json"),
+])
+RESULTS = Table("results", [
+    Column("id", "id"), Column("run_key", "integer", nullable=False),
+    Column("agent_id", "integer", nullable=False), Column("seq", "integer", nullable=False),
+    Column("doc", "json"), Column("created_at", "timestamp", default="now"),
+], indexes=[Index(["run_key", "agent_id"])])
+LOGS = Table("logs", [
+    Column("id", "id"), Column("run_key", "integer", nullable=False),
+    Column("agent_id", "integer", nullable=False), Column("seq", "integer", nullable=False),
+    Column("message", "text"),
+])
+AGENT_ID_STRIDE = 1000
+
+
+def roles(agents: int) -> list[str]:
+    return ["writer"] * agents
+
+
+def setup(db: Database, scale: dict[str, Any]) -> None:
+    for table in (AGENTS, RESULTS, LOGS):
+        db.create_table(table)
+
+
+def agent_id(run_key: int, agent: int) -> int:
+    return run_key * AGENT_ID_STRIDE + agent
+
+
+def prepare(db: Database, run_key: int, roles: list[str]) -> None:
+    db.run_many("INSERT INTO agents (id, name, status, config) VALUES (?, ?, 'idle', ?)",
+                [(agent_id(run_key, i), f"agent-{i}", {"model": "m", "temperature": 0.2})
+                 for i in range(len(roles))])
+
+
+def _documents(seed: int) -> list[dict[str, Any]]:
+    corpus = Corpus(seed=seed)
+    docs = []
+    for i in range(16):
+        text = ""
+        while len(text) < 900:
+            text += corpus.message() + ". "
+        docs.append({"summary": text[:900], "scores": [i, i * 2, i * 3], "ok": True})
+    return docs
+
+
+def operation(db: Database, ctx: AgentContext) -> Operation:
+    me = agent_id(ctx.run_key, ctx.agent)
+    docs = _documents(ctx.seed)
+    rng = random.Random(ctx.seed)
+    clock = time.perf_counter
+
+    def op(seq: int) -> OpOutcome:
+        doc = dict(rng.choice(docs), seq=seq)
+        t0 = clock()
+        with db.transaction() as tx:
+            t1 = clock()
+            row = tx.get("SELECT id, status, runs FROM agents WHERE id = ?", (me,))
+            if row is None:
+                raise RuntimeError(f"agent row {me} is missing")
+            t2 = clock()
+            tx.run("INSERT INTO results (run_key, agent_id, seq, doc) VALUES (?, ?, ?, ?)",
+                   (ctx.run_key, me, seq, doc))
+            t3 = clock()
+            tx.run("INSERT INTO logs (run_key, agent_id, seq, message) VALUES (?, ?, ?, ?)",
+                   (ctx.run_key, me, seq, f"agent {ctx.agent} finished task {seq}"))
+            tx.run("UPDATE agents SET status = ?, runs = runs + 1 WHERE id = ?",
+                   (f"done {seq}", me))
+            t4 = clock()
+        t5 = clock()
+        # Lock wait: BEGIN IMMEDIATE waits for the write lock; under a deferred BEGIN the
+        # first write does. Commit time is the WAL flush on both backends.
+        return OpOutcome("transaction", lock_wait=(t1 - t0) + (t3 - t2), commit=t5 - t4,
+                         ack=(me, seq))
+
+    return op
+
+
+def verify(db: Database, run_key: int, results: list[AgentResult]) -> dict[str, Any]:
+    acked = {ack for r in results for ack in r.acked}
+    found_results = {(row["agent_id"], row["seq"]) for row in db.iter(
+        "SELECT agent_id, seq FROM results WHERE run_key = ?", (run_key,))}
+    found_logs = {(row["agent_id"], row["seq"]) for row in db.iter(
+        "SELECT agent_id, seq FROM logs WHERE run_key = ?", (run_key,))}
+    lost = (acked - found_results) | (acked - found_logs)
+    runs = {row["id"]: row["runs"] for row in db.all(
+        "SELECT id, runs FROM agents WHERE id >= ? AND id < ?",
+        (run_key * AGENT_ID_STRIDE, (run_key + 1) * AGENT_ID_STRIDE))}
+    short = [a for a in runs if runs[a] < sum(1 for (who, _) in acked if who == a)]
+    detail = f"missing {sorted(lost)[:5]}" if lost else ""
+    if short:
+        detail += f" agents with fewer runs than acknowledged: {short[:5]}"
+    return {"acked": len(acked), "lost": len(lost) + len(short), "detail": detail.strip()}
+
+
+def extra_metrics(results: list[AgentResult]) -> dict[str, float]:
+    return {}
