@@ -304,6 +304,20 @@ def postgres_for(plan: Plan) -> Iterator[str | None]:
         yield server.url
 
 
+def execute_specs(plan: Plan, postgres_url: str | None) -> list[dict[str, Any]]:
+    """Run a plan against a given server and return summary rows only (for calibration)."""
+    workdir = Path(tempfile.mkdtemp(prefix="storekit-bench-"))
+    runner = Runner(plan, postgres_url, workdir)
+    rows: list[dict[str, Any]] = []
+    try:
+        for spec in plan.specs():
+            rows += summarise(runner.run_one(spec), plan.duration)[0]
+    finally:
+        runner.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
 def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
             repo: Path | None = None, command: str = "") -> tuple[Path, list[dict[str, Any]]]:
     """Run the whole plan; returns the result folder and the failed-verification list."""

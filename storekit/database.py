@@ -52,6 +52,11 @@ def _load_backend(name: str) -> type[Any]:
     return cls
 
 
+class _Local(threading.local):
+    # A class default makes "no transaction" a plain attribute hit, not a failed lookup.
+    tx: Transaction | None = None
+
+
 class _Closed:
     """Stands in for the backend after close(), so a closed Database costs no per-call check."""
 
@@ -75,7 +80,7 @@ class Transaction:
 
     def __enter__(self) -> Transaction:
         db = self._db
-        outer: Transaction | None = getattr(db._local, "tx", None)
+        outer = db._local.tx
         if outer is not None:
             if self._team_id is not None and self._team_id != outer._team_id:
                 raise ConfigurationError("a nested transaction cannot change the team scope")
@@ -142,7 +147,7 @@ class Database:
     def __init__(self, url: DatabaseURL, backend: Backend) -> None:
         self._url = url
         self._backend: Backend = backend
-        self._local = threading.local()
+        self._local = _Local()
         self._savepoints = 0
         self._dialect: Dialect | None = None
         self._search_columns: dict[str, tuple[str, str]] = {}
@@ -183,27 +188,27 @@ class Database:
 
     # Data methods: inside a transaction on this thread, they join it.
     def run(self, sql: str, params: Params = None) -> RunResult:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return (tx or self._backend).run(sql, params)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return (tx or self._backend).get(sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return (tx or self._backend).all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return (tx or self._backend).iter(sql, params)
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         return (tx or self._backend).run_many(sql, seq)
 
     def exec(self, script: str) -> None:
-        tx = getattr(self._local, "tx", None)
+        tx = self._local.tx
         (tx or self._backend).exec(script)
 
     def transaction(self, *, readonly: bool = False, team_id: Any = None) -> Transaction:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.workloads import agent_write, read_while_write, search
+from bench.workloads import agent_write, read_while_write, search, single_insert
 
 WORKLOADS: dict[str, ModuleType] = {
     "agent-write": agent_write,
     "read-while-write": read_while_write,
     "search": search,
+    "single-insert": single_insert,  # calibration against pgbench and bare sqlite3
 }
+MAIN_WORKLOADS = ["agent-write", "read-while-write", "search"]
 
 
 def parse_workloads(text: str | None) -> list[str]:
     if not text or text == "all":
-        return list(WORKLOADS)
+        return list(MAIN_WORKLOADS)
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
