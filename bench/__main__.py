@@ -225,14 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except CliError as exc:
-        err.print(f"error: {exc}")
-        return 2
-    except storekit.DatabaseUnavailable as exc:
-        err.print(f"error: {exc}")
-        return 2
-    except FileNotFoundError as exc:
-        err.print(f"error: {exc}")
+    except (CliError, storekit.DatabaseUnavailable, FileNotFoundError) as exc:
+        # One unwrapped line, whatever the terminal width.
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

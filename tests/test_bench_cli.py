@@ -1,0 +1,147 @@
+"""The harness end to end: every workload on every config briefly, and CLI errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from bench.__main__ import main
+from bench.agent import AgentContext, drive
+from bench.configs import CONFIGS
+from bench.workloads import agent_write
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def short_run(storekit_postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("results")
+    proc = _run(["--results-dir", str(out), "run", "--agents", "2", "--duration", "0.6",
+                 "--repetitions", "1", "--corpus", "300"],
+                env={"STOREKIT_BENCH_POSTGRES_URL": storekit_postgres_url})
+    return proc, out
+
+
+def test_every_workload_on_every_config(short_run: tuple[subprocess.CompletedProcess[str], Path]
+                                        ) -> None:
+    proc, out = short_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = results.load(results_dir=out)
+    s = run.summary
+    combos = set(zip(s["workload"], s["config"], strict=True))
+    assert combos == {(w, c) for w in ("agent-write", "read-while-write", "search")
+                      for c in CONFIGS}
+    ops = s[(s["metric"] == "ops_per_s") & (s["op"] == "all")]
+    assert (ops["value"] > 0).all(), ops
+    assert (s[s["metric"] == "lost_writes"]["value"] == 0).all()
+    assert (s[s["metric"] == "acked_writes"]["value"] > 0).all()
+    for metric in ("latency_p99_ms", "latency_p99.9_ms", "fairness_share_min"):
+        assert metric in set(s["metric"]), metric
+    assert "staleness_p99" in set(s[s["workload"] == "read-while-write"]["metric"])
+    assert "freshness_p50" in set(s[s["workload"] == "search"]["metric"])
+    assert any(m.startswith("pg_wait_share_") for m in s[s["backend"] == "postgres"]["metric"])
+    meta = run.meta
+    assert meta["schema_version"] == results.SCHEMA_VERSION
+    assert meta["machine"]["cores"] >= 1
+    assert meta["machine"]["fsync"]["fdatasync_p50_s"] > 0
+    assert meta["configs"]["sqlite-naive"]["settings"]["begin"] == "BEGIN DEFERRED"
+    assert meta["configs"]["postgres-async-commit"]["settings"]["synchronous_commit"] == "off"
+    assert meta["configs"]["postgres"]["settings"]["synchronous_commit"] == "on"
+    assert meta["verification"]["ok"] is True
+    assert not run.timeseries.empty
+    assert not run.histograms.empty
+    assert "Results:" in proc.stdout
+
+
+def test_no_password_in_any_output(storekit_postgres_url: str,
+                                   short_run: tuple[subprocess.CompletedProcess[str], Path]
+                                   ) -> None:
+    proc, out = short_run
+    password = storekit_postgres_url.split("//", 1)[1].split("@", 1)[0].partition(":")[2]
+    assert password
+    assert password not in proc.stdout + proc.stderr
+    for file in out.rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            if file.suffix == ".gz":
+                import gzip
+
+                data = gzip.decompress(data)
+            assert password.encode() not in data, file
+
+
+def test_threads_mode_and_open_loop(storekit_postgres_url: str, tmp_path: Path) -> None:
+    proc = _run(["--results-dir", str(tmp_path), "run", "--workload", "agent-write",
+                 "--config", "sqlite-wal,postgres", "--agents", "3", "--duration", "1",
+                 "--repetitions", "1", "--workers", "threads", "--rate", "150"],
+                env={"STOREKIT_BENCH_POSTGRES_URL": storekit_postgres_url})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = results.load(results_dir=tmp_path).summary
+    ops = s[(s["metric"] == "ops_per_s") & (s["op"] == "all")]["value"]
+    # Open loop at 150/s: the rate is held, not exceeded.
+    assert ((ops > 50) & (ops < 170)).all(), ops.tolist()
+
+
+def test_verification_catches_a_lost_write(tmp_path: Path) -> None:
+    import time
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    config = CONFIGS["sqlite-wal"]
+    with config.open(url) as db:
+        agent_write.setup(db, {})
+        agent_write.prepare(db, 1, ["writer"])
+        ctx = AgentContext(0, "writer", 1, time.time(), 0.0, 0.3, None, seed=1)
+        result = drive(ctx, agent_write.operation(db, ctx))
+        assert agent_write.verify(db, 1, [result])["lost"] == 0
+        db.run("DELETE FROM results WHERE id = (SELECT MAX(id) FROM results)")
+        check = agent_write.verify(db, 1, [result])
+    assert check["lost"] == 1
+    assert "missing" in check["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--workload", "nope"], "valid: agent-write, read-while-write, search"),
+        (["run", "--config", "mysql"], "valid: sqlite-wal"),
+        (["run", "--agents", "0"], "positive"),
+        (["run", "--agents", "-2"], "positive"),
+        (["run", "--agents", "x"], "integers"),
+        (["run", "--duration", "0"], "--duration must be positive"),
+        (["run", "--rate", "-5"], "--rate must be positive"),
+        (["run", "--repetitions", "0"], "--repetitions must be positive"),
+        (["compare", "nope", "nope2"], "no run 'nope'"),
+    ],
+)
+def test_cli_errors_are_one_line(args: list[str], message: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_no_postgres_prints_the_three_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from storekit import testing
+
+    monkeypatch.delenv("STOREKIT_BENCH_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("STOREKIT_TEST_POSTGRES_URL", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    monkeypatch.setattr(testing, "find_pg_bin", lambda: None)  # as on a machine without them
+    code = main(["--results-dir", str(tmp_path), "run", "--config", "postgres",
+                 "--workload", "agent-write", "--agents", "1", "--repetitions", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "STOREKIT_TEST_POSTGRES_URL" in err
+    assert "Docker" in err
+    assert "Traceback" not in err
