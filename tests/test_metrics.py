@@ -41,7 +41,8 @@ def test_fairness_shares() -> None:
 
 
 def test_timeseries_windows_by_completion() -> None:
-    rows = metrics.timeseries(starts=[0.1, 0.5, 1.2, 1.9, 2.5], latencies=[0.1, 0.6, 0.1, 0.05, 0.1],
+    rows = metrics.timeseries(starts=[0.1, 0.5, 1.2, 1.9, 2.5],
+                              latencies=[0.1, 0.6, 0.1, 0.05, 0.1],
                               ok=[True, True, True, False, True], duration=3)
     assert [r["ops"] for r in rows] == [1, 2, 1]
     assert [r["errors"] for r in rows] == [0, 1, 0]
