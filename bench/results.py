@@ -35,7 +35,8 @@ class Run:
     def metric(self, metric: str, op: str = "all") -> pd.DataFrame:
         """Rows of one metric, one per (workload, config, agents, rep)."""
         s = self.summary
-        return s[(s["metric"] == metric) & (s["op"] == op)].copy()
+        rows: pd.DataFrame = s[(s["metric"] == metric) & (s["op"] == op)].copy()
+        return rows
 
 
 def write(path: Path, meta: dict[str, Any], summary: list[dict[str, Any]],
@@ -95,10 +96,10 @@ def load(run_id: str | None = None, results_dir: Path | None = None) -> Run:
 
     def optional(name: str) -> pd.DataFrame:
         file = path / name
+        frame: pd.DataFrame = pd.DataFrame()
         if file.is_file() and file.stat().st_size > 1:
-            frame: pd.DataFrame = pd.read_csv(file)
-            return frame
-        return pd.DataFrame()
+            frame = pd.read_csv(file)
+        return frame
 
     return Run(run_id, path, meta, summary, optional("timeseries.csv"),
                optional("histograms.csv"))

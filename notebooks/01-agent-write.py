@@ -1,0 +1,95 @@
+# %% [markdown]
+# # Agent writes: throughput, latency and lock contention
+#
+# Each agent runs read-then-write transactions: read its row, insert a ~1 KB result
+# document and a log line, update its status. This is the seed document's "three agents
+# running in parallel" scenario. Durability-matched pairs: `sqlite-wal` with
+# `postgres-async-commit`, `sqlite-wal-full` with `postgres`.
+
+# %% tags=["parameters"]
+RUN_ID = None  # None: the newest run in results/
+RESULTS_DIR = None
+OUTPUT_DIR = None
+
+# %%
+from bench import style
+
+run = style.load(RUN_ID, RESULTS_DIR)
+s = run.summary
+print(style.caption(run))
+
+# %%
+fig, ax = style.figure("Agent writes: committed transactions per second (median, min-max band)",
+                       "concurrent agents", "commits per second")
+for config, g in style.by_config(run.metric("ops_per_s"), "agent-write"):
+    stats = g.groupby("agents")["value"].agg(["median", "min", "max"])
+    ax.plot(stats.index, stats["median"], marker="o", **style.line(config))
+    ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15,
+                    color=style.COLORS[config])
+ax.set_xscale("log", base=2)
+style.save(fig, "01-throughput", OUTPUT_DIR)
+
+# %%
+fig, axes = style.plt.subplots(1, 3, figsize=(15, 5), sharey=True)
+for ax, pct in zip(axes, ["p50", "p99", "p99.9"], strict=True):
+    metric = run.metric(f"latency_{pct}_ms", "transaction")
+    for config, g in style.by_config(metric, "agent-write"):
+        stats = g.groupby("agents")["value"].median()
+        ax.plot(stats.index, stats.values, marker="o", **style.line(config))
+    ax.set_title(f"Transaction latency {pct} (ms, log scale)")
+    ax.set_xlabel("concurrent agents")
+    ax.set_yscale("log")
+    ax.set_xscale("log", base=2)
+    ax.grid(True, which="both", alpha=0.3)
+axes[0].set_ylabel("milliseconds")
+style.save(fig, "01-latency", OUTPUT_DIR)
+
+# %% [markdown]
+# Lock wait: on SQLite, the time spent in `BEGIN IMMEDIATE` (or, for the deferred BEGIN of
+# `sqlite-naive`, in the first write) as a share of transaction time. On PostgreSQL, the
+# share of sampled active backends waiting on a heavyweight lock (pg_stat_activity).
+
+# %%
+fig, ax = style.figure("Share of transaction time waiting for the write lock",
+                       "concurrent agents", "share of time (0-1)")
+for config, g in style.by_config(run.metric("lock_wait_share", "transaction"), "agent-write"):
+    if config.startswith("sqlite"):
+        stats = g.groupby("agents")["value"].median()
+        ax.plot(stats.index, stats.values, marker="o", **style.line(config))
+pg_lock = run.metric("pg_wait_share_Lock")
+for config, g in style.by_config(pg_lock, "agent-write"):
+    stats = g.groupby("agents")["value"].median()
+    ax.plot(stats.index, stats.values, marker="s", linestyle="--", **style.line(config))
+ax.set_xscale("log", base=2)
+style.save(fig, "01-lock-wait", OUTPUT_DIR)
+
+# %%
+err = s[(s["workload"] == "agent-write") & s["metric"].str.startswith("errors_")
+        & (s["metric"] != "errors_total")]
+table = (err.groupby(["config", "agents", "metric"])["value"].median().unstack("metric")
+         .fillna(0))
+table.columns = [c.removeprefix("errors_") for c in table.columns]
+print("Errors per run by type (median over repetitions); each failed transaction is retried "
+      "as the agent's next operation")
+table
+
+# %%
+fig, ax = style.figure("Errors per second by configuration (all types)", "concurrent agents",
+                       "errors per second")
+total = run.metric("errors_total")
+duration = float(run.meta["plan"]["duration"])
+for config, g in style.by_config(total, "agent-write"):
+    stats = g.groupby("agents")["value"].median() / duration
+    ax.plot(stats.index, stats.values, marker="o", **style.line(config))
+ax.set_xscale("log", base=2)
+style.save(fig, "01-errors", OUTPUT_DIR)
+
+# %%
+fig, ax = style.figure("Fairness: highest / lowest agent's completed transactions",
+                       "concurrent agents", "ratio (1 = perfectly fair)")
+for config, g in style.by_config(run.metric("fairness_share_ratio"), "agent-write"):
+    stats = g[g["agents"] > 1].groupby("agents")["value"].median()
+    if not stats.empty:
+        ax.plot(stats.index, stats.values, marker="o", **style.line(config))
+ax.set_xscale("log", base=2)
+style.save(fig, "01-fairness", OUTPUT_DIR)

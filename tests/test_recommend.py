@@ -1,0 +1,72 @@
+"""Verdict and decision logic on hand-made summaries (no timing involved)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench import recommend
+from bench.recommend import FAILS, HOLDS, HOLDS_IF
+
+
+def frame(rows: list[tuple[str, str, int, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"workload": w, "config": c, "backend": "x", "agents": a, "rep": 0,
+                          "op": op, "metric": m, "value": v} for w, c, a, op, m, v in rows])
+
+
+def verdicts(rows: list[tuple[str, str, int, str, str, float]]) -> dict[str, str]:
+    return {c.claim: c.verdict for c in recommend.claims(frame(rows))}
+
+
+def reads(rollback: float, wal: float, pg: float) -> list[tuple[str, str, int, str, str, float]]:
+    return [("read-while-write", "sqlite-rollback", 4, "point_read", "latency_p99_ms", rollback),
+            ("read-while-write", "sqlite-wal", 4, "point_read", "latency_p99_ms", wal),
+            ("read-while-write", "postgres", 4, "point_read", "latency_p99_ms", pg)]
+
+
+def test_writers_block_per_journal_mode() -> None:
+    v = verdicts(reads(rollback=80.0, wal=0.05, pg=0.9))
+    assert v["SQLite writers block everything (rollback journal)"] == HOLDS
+    assert v["SQLite writers block everything (WAL)"] == FAILS
+    v = verdicts(reads(rollback=0.5, wal=0.05, pg=0.9))
+    assert v["SQLite writers block everything (rollback journal)"] == FAILS
+
+
+def test_search_claim_holds_only_with_rollback_journal() -> None:
+    rows = [("search", "sqlite-wal", 4, "search", "latency_p99_ms", 5.0),
+            ("search", "sqlite-rollback", 4, "search", "latency_p99_ms", 500.0),
+            ("search", "postgres", 4, "search", "latency_p99_ms", 3.0)]
+    assert verdicts(rows)[
+        "FTS5 search suffers from the write lock; PostgreSQL searches freely"] == HOLDS_IF
+
+
+def test_concurrency_claims() -> None:
+    rows = [("agent-write", c, a, "all", "ops_per_s", v) for c, a, v in (
+        ("postgres", 1, 800), ("postgres", 16, 5000), ("sqlite-wal-full", 1, 4000),
+        ("sqlite-wal-full", 16, 3500), ("sqlite-wal", 1, 14000), ("sqlite-wal", 16, 11000),
+        ("postgres-async-commit", 1, 1100))]
+    rows += [("agent-write", "sqlite-wal", 16, "transaction", "lock_wait_share", 0.8),
+             ("agent-write", "sqlite-wal", 16, "all", "errors_total", 0),
+             ("agent-write", "sqlite-naive", 16, "all", "errors_total", 120)]
+    v = verdicts(rows)
+    assert v["PostgreSQL is better for concurrent workloads"] == HOLDS_IF
+    assert v["SQLite allows one writer at a time"] == HOLDS
+    assert v["SQLite's synchronous API is faster single-threaded"] == HOLDS
+    assert v["SQLite does not work for teams of 2-50 users"] == HOLDS_IF
+    assert v["Three concurrent agents make each other wait"] == HOLDS
+
+
+def test_decision_uses_capacity_headroom_and_latency() -> None:
+    rows = [("agent-write", "sqlite-wal", a, "all", "ops_per_s", v)
+            for a, v in ((1, 10000), (16, 8000))]
+    rows += [("agent-write", "sqlite-wal", a, "transaction", "latency_p99_ms", p)
+             for a, p in ((1, 0.5), (16, 80.0))]
+    rows += [("agent-write", "postgres", a, "all", "ops_per_s", v) for a, v in ((1, 900),
+                                                                              (16, 5000))]
+    rows += [("agent-write", "postgres", a, "transaction", "latency_p99_ms", p)
+             for a, p in ((1, 2.0), (16, 20.0))]
+    cap = recommend.capacity(frame(rows))
+    assert recommend.decide(cap, 1, 100, 50) == "sqlite-wal"
+    assert recommend.decide(cap, 1, 7500, 50) == "neither"  # over 70% of 10,000
+    assert recommend.decide(cap, 8, 10, 50) == "postgres"  # SQLite's p99 at 16 is 80 ms
+    assert recommend.decide(cap, 8, 10, 100) == "sqlite-wal"
+    assert recommend.decide(cap, 32, 1, 50) == "neither"  # nothing measured that far
