@@ -21,6 +21,7 @@ lint: $(STAMP)
 
 test: lint postgres
 	$(VENV)/bin/pytest
+	$(PY) -m bench.micro --quick --output-dir $(VENV)/microbench-ci
 
 bench: postgres
 	$(PY) -m bench run --profile quick

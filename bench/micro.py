@@ -1,0 +1,76 @@
+"""python -m bench.micro: the adapter-overhead suite with timings, and its ratio table.
+
+Runs tests/benchmarks with pytest-benchmark enabled, writes the JSON to
+results/microbench/, and prints storekit/raw and storekit/SQLAlchemy median ratios per
+operation and backend. Ratios are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--benchmark-warmup=off"]
+FULL = ["--benchmark-min-rounds=15", "--benchmark-max-time=1.0", "--benchmark-warmup=on",
+        "--benchmark-warmup-iterations=20"]
+
+
+def ratios(json_path: Path) -> pd.DataFrame:
+    data = json.loads(json_path.read_text())
+    rows = [{"operation": b["extra_info"]["operation"], "backend": b["extra_info"]["backend"],
+             "client": b["extra_info"]["client"], "median_ms": b["stats"]["median"] * 1000}
+            for b in data["benchmarks"]]
+    wide = pd.DataFrame(rows).pivot_table(index=["operation", "backend"], columns="client",
+                                          values="median_ms").reset_index()
+    wide["storekit/raw"] = wide["storekit"] / wide["raw"]
+    wide["storekit/sqlalchemy"] = wide["storekit"] / wide["sqlalchemy"]
+    table: pd.DataFrame = wide.sort_values(["backend", "operation"])
+    return table
+
+
+def print_table(frame: pd.DataFrame, title: str) -> None:
+    table = Table(title=title)
+    for col in ("operation", "backend", "storekit ms", "raw ms", "SQLAlchemy ms",
+                "storekit/raw", "storekit/SQLAlchemy"):
+        table.add_column(col, justify="left" if col in ("operation", "backend") else "right")
+    for _, r in frame.iterrows():
+        table.add_row(r["operation"], r["backend"], f"{r['storekit']:.4f}", f"{r['raw']:.4f}",
+                      f"{r['sqlalchemy']:.4f}", f"{r['storekit/raw']:.2f}",
+                      f"{r['storekit/sqlalchemy']:.2f}")
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="few rounds (CI smoke run)")
+    p.add_argument("--output-dir", default=str(ROOT / "results" / "microbench"))
+    args = p.parse_args(argv)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "benchmarks"), "-q",
+           "--benchmark-enable", f"--benchmark-json={json_path}", "--benchmark-sort=name",
+           "--benchmark-columns=median,iqr,rounds", *(QUICK if args.quick else FULL)]
+    code = subprocess.run(cmd, cwd=ROOT, check=False).returncode
+    if code != 0 or not json_path.exists():
+        print(f"error: the benchmark suite failed (exit {code})", file=sys.stderr)
+        return code or 1
+    frame = ratios(json_path)
+    frame.to_csv(json_path.with_suffix(".ratios.csv"), index=False, float_format="%.5g")
+    print_table(frame, f"Adapter overhead, medians from one session ({json_path.name})")
+    print(f"JSON: {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
