@@ -94,6 +94,11 @@ class Transaction:
             self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id)
         self._outer = outer
         db._local.tx = self
+        # Bind the handle's methods on the instance: tx.run() is then one call, not three.
+        h = self._handle
+        self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
+        self.iter, self.run_many, self.exec = (  # type: ignore[method-assign]
+            h.iter, h.run_many, h.exec)
         return self
 
     def __exit__(
@@ -106,6 +111,8 @@ class Transaction:
         db._local.tx = self._outer
         handle = self._h()
         self._handle = None
+        for name in ("run", "get", "all", "iter", "run_many", "exec"):
+            del self.__dict__[name]  # back to the class methods, which refuse once closed
         commit = exc_type is None
         if self._savepoint is not None:
             db._backend.release(handle, self._savepoint, commit=commit)

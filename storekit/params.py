@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Literal
 from uuid import UUID
 
@@ -77,8 +76,22 @@ def _end_of_block_comment(sql: str, i: int) -> int:
     raise ProgrammingError(f"unterminated /* comment in SQL starting at offset {i}")
 
 
-@lru_cache(maxsize=2048)
+_CACHE: dict[Target, dict[str, Translated]] = {"sqlite": {}, "postgres": {}}
+_CACHE_SIZE = 4096
+
+
 def translate(sql: str, target: Target) -> Translated:
+    """The cached translation of sql: one dict lookup per call once the SQL has been seen."""
+    cache = _CACHE[target]
+    t = cache.get(sql)
+    if t is None:
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()  # generated SQL without placeholders must not grow it forever
+        t = cache[sql] = _translate(sql, target)
+    return t
+
+
+def _translate(sql: str, target: Target) -> Translated:
     """Rewrite placeholders for the target driver; raise ProgrammingError on mixed styles."""
     out: list[str] = []
     names: list[str] = []
@@ -203,16 +216,26 @@ def _sqlite_value(v: Any) -> Any:
     raise ProgrammingError(f"cannot store a value of type {type(v).__name__}")
 
 
+def sqlite_values(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, Any]:
+    """check_params then adapt_sqlite, with the common case (a tuple of plain values) first."""
+    if (type(params) is tuple and len(params) == t.count and t.style == "qmark"
+            and _SQLITE_NATIVE.issuperset(map(type, params))):
+        return params
+    return adapt_sqlite(check_params(t, params))
+
+
 def adapt_sqlite(
     params: Sequence[Any] | Mapping[str, Any],
 ) -> Sequence[Any] | Mapping[str, Any]:
     """Turn the portable value types sqlite3 does not know into the forms stored on disk."""
+    # map(type, ...) keeps the all-native check in C: this runs on every statement.
+    if type(params) is tuple and _SQLITE_NATIVE.issuperset(map(type, params)):
+        return params
     if isinstance(params, Mapping):
         if _SQLITE_NATIVE.issuperset(map(type, params.values())):
             return params
         return {k: _sqlite_value(v) if type(v) not in _SQLITE_NATIVE else v
                 for k, v in params.items()}
-    # map(type, ...) keeps the all-native check in C: this runs on every statement.
     if _SQLITE_NATIVE.issuperset(map(type, params)):
         return params
     return [_sqlite_value(v) if type(v) not in _SQLITE_NATIVE else v for v in params]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from storekit.errors import CapabilityError, ProgrammingError
@@ -190,6 +191,31 @@ def _search_info(db: Database, table: str) -> tuple[str, str]:
     return cached
 
 
+@lru_cache(maxsize=256)
+def _search_sql_text(backend: str, t: str, select: str, language: str, where: str | None,
+                     named: bool) -> str:
+    """The SQL around the query expression; built once per shape, not per search."""
+
+    def mark(name: str) -> str:
+        return f":_sk_{name}" if named else "?"
+
+    extra = f" AND ({where})" if where else ""
+    if backend == "sqlite":
+        fts = t[:-1] + '_fts"'
+        return (
+            f"SELECT {select}, s.rank AS rank FROM (SELECT rowid AS rid, -bm25({fts}) AS rank"
+            f" FROM {fts} WHERE {fts} MATCH {mark('q')}) AS s JOIN {t} ON {t}.rowid = s.rid"
+            f" WHERE 1 = 1{extra} ORDER BY s.rank DESC LIMIT {mark('limit')}"
+            f" OFFSET {mark('offset')}"
+        )
+    return (
+        f"SELECT {select}, ts_rank({t}.{SEARCH_COLUMN}, q.q) AS rank"
+        f" FROM {t}, to_tsquery('{language}', {mark('q')}) AS q(q)"
+        f" WHERE {t}.{SEARCH_COLUMN} @@ q.q{extra} ORDER BY rank DESC"
+        f" LIMIT {mark('limit')} OFFSET {mark('offset')}"
+    )
+
+
 def search_sql(
     db: Database,
     table: str,
@@ -211,31 +237,12 @@ def search_sql(
     if not clauses:
         return None, ()
     named = isinstance(params, Mapping)
-
-    def mark(name: str) -> str:
-        return f":_sk_{name}" if named else "?"
-
     select, language = _search_info(db, table)
     if columns is not None:
         select = ", ".join(f"{t}.{quote_ident(c, 'column name')}" for c in columns)
-    extra = f" AND ({where})" if where else ""
-    if db.backend == "sqlite":
-        fts = quote_ident(table + "_fts")
-        sql = (
-            f"SELECT {select}, s.rank AS rank FROM (SELECT rowid AS rid, -bm25({fts}) AS rank"
-            f" FROM {fts} WHERE {fts} MATCH {mark('q')}) AS s JOIN {t} ON {t}.rowid = s.rid"
-            f" WHERE 1 = 1{extra} ORDER BY s.rank DESC LIMIT {mark('limit')}"
-            f" OFFSET {mark('offset')}"
-        )
-        expression = fts5_expression(clauses)
-    else:
-        sql = (
-            f"SELECT {select}, ts_rank({t}.{SEARCH_COLUMN}, q.q) AS rank"
-            f" FROM {t}, to_tsquery('{language}', {mark('q')}) AS q(q)"
-            f" WHERE {t}.{SEARCH_COLUMN} @@ q.q{extra} ORDER BY rank DESC"
-            f" LIMIT {mark('limit')} OFFSET {mark('offset')}"
-        )
-        expression = tsquery_expression(clauses)
+    sql = _search_sql_text(db.backend, t, select, language, where, named)
+    sqlite = db.backend == "sqlite"
+    expression = fts5_expression(clauses) if sqlite else tsquery_expression(clauses)
     if named:
         assert isinstance(params, Mapping)
         return sql, {**params, "_sk_q": expression, "_sk_limit": limit, "_sk_offset": offset}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 try:
@@ -26,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
-from storekit.errors import DatabaseUnavailable, PoolTimeout, StoreError, from_psycopg
+from storekit.errors import DatabaseUnavailable, PoolTimeout, from_psycopg
 from storekit.params import Params, check_params, translate
 from storekit.url import DatabaseURL
 
@@ -43,8 +42,48 @@ SETTINGS_SHOWN = (
 _cursor_names = itertools.count()
 
 
+# Data methods as functions of (connection, password): the autocommit path calls them on
+# a borrowed connection without allocating a handle per call.
+def pg_run(conn: psycopg.Connection[Row], password: str | None, sql: str,
+           params: Params = None) -> RunResult:
+    t = translate(sql, "postgres")
+    try:
+        cur = conn.execute(t.sql, check_params(t, params))
+        if t.returning and cur.description is not None:
+            row = cur.fetchone()
+            return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+        return RunResult(cur.rowcount, None)
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, password=password) from exc
+
+
+def pg_get(conn: psycopg.Connection[Row], password: str | None, sql: str,
+           params: Params = None) -> Row | None:
+    t = translate(sql, "postgres")
+    try:
+        return conn.execute(t.sql, check_params(t, params)).fetchone()
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, password=password) from exc
+
+
+def pg_all(conn: psycopg.Connection[Row], password: str | None, sql: str,
+           params: Params = None) -> list[Row]:
+    t = translate(sql, "postgres")
+    try:
+        return conn.execute(t.sql, check_params(t, params)).fetchall()
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, password=password) from exc
+
+
+def pg_exec(conn: psycopg.Connection[Row], password: str | None, script: str) -> None:
+    try:
+        conn.execute(script)  # no parameters: the simple protocol runs many statements
+    except psycopg.Error as exc:
+        raise from_psycopg(exc, password=password) from exc
+
+
 class PgHandle:
-    """Data methods on one psycopg connection."""
+    """Data methods on one psycopg connection, held for a transaction."""
 
     __slots__ = ("conn", "password")
 
@@ -52,33 +91,14 @@ class PgHandle:
         self.conn = conn
         self.password = password
 
-    def _error(self, exc: Exception) -> StoreError:
-        return from_psycopg(exc, password=self.password)
-
     def run(self, sql: str, params: Params = None) -> RunResult:
-        t = translate(sql, "postgres")
-        try:
-            cur = self.conn.execute(t.sql, check_params(t, params))
-            if t.returning and cur.description is not None:
-                row = cur.fetchone()
-                return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
-            return RunResult(cur.rowcount, None)
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
+        return pg_run(self.conn, self.password, sql, params)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        t = translate(sql, "postgres")
-        try:
-            return self.conn.execute(t.sql, check_params(t, params)).fetchone()
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
+        return pg_get(self.conn, self.password, sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        t = translate(sql, "postgres")
-        try:
-            return self.conn.execute(t.sql, check_params(t, params)).fetchall()
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
+        return pg_all(self.conn, self.password, sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         """Stream through a server-side cursor: memory stays flat whatever the result size."""
@@ -90,7 +110,7 @@ class PgHandle:
                 cur.execute(t.sql, values)
                 yield from cur
         except psycopg.Error as exc:
-            raise self._error(exc) from exc
+            raise from_psycopg(exc, password=self.password) from exc
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         t = translate(sql, "postgres")
@@ -99,13 +119,10 @@ class PgHandle:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
         except psycopg.Error as exc:
-            raise self._error(exc) from exc
+            raise from_psycopg(exc, password=self.password) from exc
 
     def exec(self, script: str) -> None:
-        try:
-            self.conn.execute(script)  # no parameters: the simple protocol runs many statements
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
+        pg_exec(self.conn, self.password, script)
 
 
 class PostgresBackend:
@@ -168,31 +185,40 @@ class PostgresBackend:
         return {r["name"]: r["setting"] + (r["unit"] or "") if r["unit"] not in (None, "")
                 else r["setting"] for r in rows}
 
-    @contextmanager
-    def _borrow(self) -> Iterator[PgHandle]:
+    def _pool_timeout(self) -> PoolTimeout:
+        return PoolTimeout(
+            f"no PostgreSQL connection free within {self.pool_options.timeout:g} s "
+            f"(max_size={self.pool_options.max_size}) at {self.url}"
+        )
+
+    # Autocommit data methods: each borrows a pooled connection for one statement. The
+    # except clauses catch what the pool itself raises; statement errors arrive mapped.
+    def run(self, sql: str, params: Params = None) -> RunResult:
         try:
             with self._pool.connection() as conn:
-                yield PgHandle(conn, self.password)
+                return pg_run(conn, self.password, sql, params)
         except psycopg_pool.PoolTimeout as exc:
-            raise PoolTimeout(
-                f"no PostgreSQL connection free within {self.pool_options.timeout:g} s "
-                f"(max_size={self.pool_options.max_size}) at {self.url}"
-            ) from exc
+            raise self._pool_timeout() from exc
         except psycopg.Error as exc:
             raise from_psycopg(exc, str(self.url), self.password) from exc
 
-    # Autocommit data methods: each borrows a pooled connection for one statement.
-    def run(self, sql: str, params: Params = None) -> RunResult:
-        with self._borrow() as h:
-            return h.run(sql, params)
-
     def get(self, sql: str, params: Params = None) -> Row | None:
-        with self._borrow() as h:
-            return h.get(sql, params)
+        try:
+            with self._pool.connection() as conn:
+                return pg_get(conn, self.password, sql, params)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._pool_timeout() from exc
+        except psycopg.Error as exc:
+            raise from_psycopg(exc, str(self.url), self.password) from exc
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        with self._borrow() as h:
-            return h.all(sql, params)
+        try:
+            with self._pool.connection() as conn:
+                return pg_all(conn, self.password, sql, params)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._pool_timeout() from exc
+        except psycopg.Error as exc:
+            raise from_psycopg(exc, str(self.url), self.password) from exc
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         handle = self.begin(readonly=True)
@@ -214,18 +240,22 @@ class PostgresBackend:
         return count
 
     def exec(self, script: str) -> None:
-        with self._borrow() as h:
-            h.exec(script)
+        try:
+            with self._pool.connection() as conn:
+                pg_exec(conn, self.password, script)
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._pool_timeout() from exc
+        except psycopg.Error as exc:
+            raise from_psycopg(exc, str(self.url), self.password) from exc
 
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None) -> PgHandle:
         try:
             conn = self._pool.getconn()
         except psycopg_pool.PoolTimeout as exc:
-            raise PoolTimeout(
-                f"no PostgreSQL connection free within {self.pool_options.timeout:g} s "
-                f"(max_size={self.pool_options.max_size}) at {self.url}"
-            ) from exc
+            raise self._pool_timeout() from exc
+        except psycopg.Error as exc:
+            raise from_psycopg(exc, str(self.url), self.password) from exc
         handle = PgHandle(conn, self.password)
         try:
             handle.exec(

@@ -19,7 +19,7 @@ from typing import Any
 
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.errors import DatabaseUnavailable, StoreError, from_sqlite
-from storekit.params import Params, adapt_sqlite, check_params, translate
+from storekit.params import Params, adapt_sqlite, check_params, sqlite_values, translate
 from storekit.url import DatabaseURL
 
 
@@ -55,6 +55,10 @@ def split_script(script: str) -> list[str]:
     return statements
 
 
+# NamedTuple's generated __new__ is a Python frame; tuple.__new__ builds the same object.
+_result = tuple.__new__
+
+
 class SqliteHandle:
     """Data methods on one sqlite3 connection."""
 
@@ -67,18 +71,18 @@ class SqliteHandle:
     def run(self, sql: str, params: Params = None) -> RunResult:
         t = translate(sql, "sqlite")
         try:
-            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            cur = self.conn.execute(t.sql, sqlite_values(t, params))
             if t.returning:
                 rows = cur.fetchall()
                 return RunResult(len(rows), rows[0][0] if rows else None)
-            return RunResult(cur.rowcount, cur.lastrowid if t.insert else None)
+            return _result(RunResult, (cur.rowcount, cur.lastrowid if t.insert else None))
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         t = translate(sql, "sqlite")
         try:
-            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            cur = self.conn.execute(t.sql, sqlite_values(t, params))
             row = cur.fetchone()
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
@@ -89,7 +93,7 @@ class SqliteHandle:
     def all(self, sql: str, params: Params = None) -> list[Row]:
         t = translate(sql, "sqlite")
         try:
-            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            cur = self.conn.execute(t.sql, sqlite_values(t, params))
             rows = cur.fetchall()
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
@@ -101,7 +105,7 @@ class SqliteHandle:
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         t = translate(sql, "sqlite")
         try:
-            cur = self.conn.execute(t.sql, adapt_sqlite(check_params(t, params)))
+            cur = self.conn.execute(t.sql, sqlite_values(t, params))
             if cur.description is None:
                 return
             names = [d[0] for d in cur.description]
@@ -113,8 +117,20 @@ class SqliteHandle:
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         t = translate(sql, "sqlite")
+        rows = seq if isinstance(seq, list) else list(seq)
         try:
-            cur = self.conn.executemany(t.sql, (adapt_sqlite(check_params(t, p)) for p in seq))
+            if t.style == "qmark":
+                # Hand the rows to sqlite3 as they are; if one holds a value it cannot bind
+                # (a dict, a Decimal) or has the wrong length, undo and take the checked path.
+                self.conn.execute("SAVEPOINT storekit_many")
+                try:
+                    count = self.conn.executemany(t.sql, rows).rowcount
+                    self.conn.execute("RELEASE storekit_many")
+                    return count
+                except sqlite3.ProgrammingError:
+                    self.conn.execute("ROLLBACK TO storekit_many")
+                    self.conn.execute("RELEASE storekit_many")
+            cur = self.conn.executemany(t.sql, (adapt_sqlite(check_params(t, p)) for p in rows))
             return cur.rowcount
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
