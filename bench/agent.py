@@ -8,6 +8,7 @@ one's intended start, so a stall shows up as queueing delay instead of hiding it
 
 from __future__ import annotations
 
+import os
 import time
 from array import array
 from collections.abc import Callable
@@ -55,6 +56,17 @@ class AgentResult:
     acked: list[Any] = field(default_factory=list)  # every ack, warm-up included
     extras: list[Any] = field(default_factory=list)
     measure_start_wall: float = 0.0
+    rss_start: int = 0  # resident memory of the agent's process, bytes
+    rss_end: int = 0
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 Operation = Callable[[int], OpOutcome]
@@ -71,6 +83,7 @@ def drive(ctx: AgentContext, operation: Operation) -> AgentResult:
     result.measure_start_wall = ctx.start_at + ctx.warmup
     while time.perf_counter() < begin:
         time.sleep(min(0.005, max(0.0, begin - time.perf_counter())))
+    result.rss_start = rss_bytes()
     interval = 1.0 / ctx.rate if ctx.rate else 0.0
     intended = begin
     seq = 0
@@ -109,4 +122,5 @@ def drive(ctx: AgentContext, operation: Operation) -> AgentResult:
         result.ok.append(1 if ok else 0)
         if outcome is not None and outcome.extra is not None:
             result.extras.append(outcome.extra)
+    result.rss_end = rss_bytes()
     return result

@@ -32,7 +32,7 @@ from bench.workloads import WORKLOADS
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"agents": [1, 4, 16], "duration": 1.0, "warmup": 0.25, "repetitions": 3,
               "corpus": 5_000},
-    "full": {"agents": [1, 2, 4, 8, 16], "duration": 5.0, "warmup": 1.0, "repetitions": 5,
+    "full": {"agents": [1, 2, 4, 8, 16], "duration": 3.0, "warmup": 1.0, "repetitions": 5,
              "corpus": 100_000},
 }
 START_MARGIN = 0.25  # seconds for agents to open connections; late starters lose warm-up only
@@ -262,6 +262,9 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
     if samples:
         for kind, count in outcome.pg_waits.items():
             put("all", f"pg_wait_share_{kind}", count / samples)
+    rss_growth = [r.rss_end - r.rss_start for r in agent_results]
+    put("all", "agent_rss_end_max_mb", max(r.rss_end for r in agent_results) / 2**20)
+    put("all", "agent_rss_growth_max_mb", max(rss_growth) / 2**20)
     v = outcome.verification
     put("all", "acked_writes", float(v["acked"]))
     put("all", "lost_writes", float(v["lost"]))
