@@ -132,7 +132,7 @@ class PostgresBackend:
         self.url = url
         self.pool_options = pool or PoolOptions()
         self.password = url.password
-        conninfo = url.conninfo()
+        conninfo = self._conninfo = url.conninfo()
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "context": ADAPTERS}
         o = self.pool_options
@@ -155,7 +155,9 @@ class PostgresBackend:
                 max_size=o.max_size,
                 max_idle=o.max_idle,
                 timeout=o.timeout,
-                reconnect_timeout=o.timeout,
+                # Give up a failing reconnection after 2 s: the next request then starts
+                # a fresh attempt at once instead of waiting out a long backoff.
+                reconnect_timeout=2.0,
                 open=False,
                 name="storekit",
             )
@@ -191,34 +193,52 @@ class PostgresBackend:
             f"(max_size={self.pool_options.max_size}) at {self.url}"
         )
 
-    # Autocommit data methods: each borrows a pooled connection for one statement. The
-    # except clauses catch what the pool itself raises; statement errors arrive mapped.
-    def run(self, sql: str, params: Params = None) -> RunResult:
+    def _reachable(self) -> bool:
         try:
-            with self._pool.connection() as conn:
-                return pg_run(conn, self.password, sql, params)
+            psycopg.connect(self._conninfo, connect_timeout=1).close()
+        except psycopg.Error:
+            return False
+        return True
+
+    def _getconn(self) -> psycopg.Connection[Row]:
+        """A pooled connection. If none comes within a second, tell a server that is down
+        (DatabaseUnavailable, at once) from a pool that is busy (PoolTimeout, after the
+        configured timeout)."""
+        timeout = self.pool_options.timeout
+        first = min(1.0, timeout)
+        try:
+            return self._pool.getconn(timeout=first)
+        except psycopg_pool.PoolTimeout:
+            pass
+        if not self._reachable():
+            raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
+        try:
+            return self._pool.getconn(timeout=max(0.001, timeout - first))
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout() from exc
-        except psycopg.Error as exc:
-            raise from_psycopg(exc, str(self.url), self.password) from exc
+
+    # Autocommit data methods: each borrows a pooled connection for one statement;
+    # putconn() drops a connection the statement found broken.
+    def run(self, sql: str, params: Params = None) -> RunResult:
+        conn = self._getconn()
+        try:
+            return pg_run(conn, self.password, sql, params)
+        finally:
+            self._pool.putconn(conn)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
+        conn = self._getconn()
         try:
-            with self._pool.connection() as conn:
-                return pg_get(conn, self.password, sql, params)
-        except psycopg_pool.PoolTimeout as exc:
-            raise self._pool_timeout() from exc
-        except psycopg.Error as exc:
-            raise from_psycopg(exc, str(self.url), self.password) from exc
+            return pg_get(conn, self.password, sql, params)
+        finally:
+            self._pool.putconn(conn)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
+        conn = self._getconn()
         try:
-            with self._pool.connection() as conn:
-                return pg_all(conn, self.password, sql, params)
-        except psycopg_pool.PoolTimeout as exc:
-            raise self._pool_timeout() from exc
-        except psycopg.Error as exc:
-            raise from_psycopg(exc, str(self.url), self.password) from exc
+            return pg_all(conn, self.password, sql, params)
+        finally:
+            self._pool.putconn(conn)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         handle = self.begin(readonly=True)
@@ -240,22 +260,15 @@ class PostgresBackend:
         return count
 
     def exec(self, script: str) -> None:
+        conn = self._getconn()
         try:
-            with self._pool.connection() as conn:
-                pg_exec(conn, self.password, script)
-        except psycopg_pool.PoolTimeout as exc:
-            raise self._pool_timeout() from exc
-        except psycopg.Error as exc:
-            raise from_psycopg(exc, str(self.url), self.password) from exc
+            pg_exec(conn, self.password, script)
+        finally:
+            self._pool.putconn(conn)
 
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None) -> PgHandle:
-        try:
-            conn = self._pool.getconn()
-        except psycopg_pool.PoolTimeout as exc:
-            raise self._pool_timeout() from exc
-        except psycopg.Error as exc:
-            raise from_psycopg(exc, str(self.url), self.password) from exc
+        conn = self._getconn()
         handle = PgHandle(conn, self.password)
         try:
             handle.exec(
