@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
@@ -143,7 +142,7 @@ def test_pool_exhaustion_times_out_and_dirty_connections_are_reset(store_url: st
     db.exec("CREATE TABLE dirty (x int)")
     held = [db._backend.begin(readonly=False) for _ in range(2)]
     started = time.monotonic()
-    with pytest.raises(storekit.PoolTimeout, match="0.5 s"):
+    with pytest.raises(storekit.PoolTimeout, match=r"0\.5 s"):
         db.get("SELECT 1 AS one")
     assert 0.4 < time.monotonic() - started < 5
     # Hand one back mid-transaction, with an uncommitted row: the pool must roll it back.
@@ -194,9 +193,9 @@ def test_truncated_database_names_the_path(tmp_path: Path) -> None:
         db.run_many("INSERT INTO t VALUES (?)", [("x" * 200,) for _ in range(2000)])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(storekit.StoreError, match=str(path)) as info:
-        with storekit.open_database(path) as db:
-            db.all("SELECT * FROM t")
+    with pytest.raises(storekit.StoreError, match=str(path)) as info, \
+            storekit.open_database(path) as db:
+        db.all("SELECT * FROM t")
     assert isinstance(info.value, (storekit.DatabaseUnavailable, storekit.OperationalError))
     assert info.value.__cause__ is not None
 
