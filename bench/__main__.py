@@ -180,6 +180,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+SOAK_RSS_GROWTH_BOUND_MB = 50.0  # per agent process, start to end of its run
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    if args.minutes <= 0 or args.agents <= 0:
+        raise CliError("--minutes and --agents must be positive")
+    try:
+        configs = parse_configs(args.config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    plan = Plan(workloads=["read-while-write"], configs=configs, agents=[args.agents],
+                duration=args.minutes * 60 / len(configs), warmup=1.0, repetitions=1,
+                corpus=0, keep_samples=False, sample_every=100)
+    results_dir = Path(args.results_dir)
+    err.print(f"soak: {args.agents} agents on read-while-write, "
+              f"{plan.duration:.0f} s per config, {len(configs)} configs")
+    out_dir, failures = execute(plan, results_dir, progress=lambda spec: err.print(
+        f"  {spec.config} ..."), command=shlex.join(["python", "-m", "bench", *sys.argv[1:]]))
+    run = results.load(out_dir.name, results_dir)
+    s = run.summary
+    table = Table(title=f"Soak {run.run_id}: {plan.duration:.0f} s per config, "
+                        f"{args.agents} agents")
+    for col in ("config", "ops/s", "acked writes", "lost", "errors", "agent RSS end (MB, max)",
+                "RSS growth (MB, max)", f"within {SOAK_RSS_GROWTH_BOUND_MB:g} MB"):
+        table.add_column(col)
+    bounded = True
+    for config in [c.name for c in configs]:
+        def value(metric: str, cfg: str = config) -> float:
+            v = s[(s["config"] == cfg) & (s["metric"] == metric) & (s["op"] == "all")]["value"]
+            return float(v.iloc[0]) if not v.empty else float("nan")
+        growth = value("agent_rss_growth_max_mb")
+        ok = growth <= SOAK_RSS_GROWTH_BOUND_MB
+        bounded &= ok
+        table.add_row(config, f"{value('ops_per_s'):,.0f}", f"{value('acked_writes'):,.0f}",
+                      f"{value('lost_writes'):.0f}", f"{value('errors_total'):.0f}",
+                      f"{value('agent_rss_end_max_mb'):.1f}", f"{growth:.1f}",
+                      "yes" if ok else "NO")
+    console.print(table)
+    console.print(f"Results: {out_dir}")
+    return 0 if not failures and bounded else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--results-dir", default=str(results.RESULTS_DIR))
@@ -214,11 +256,16 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--run", help="run id (default: newest)")
     report = sub.add_parser("report", help="execute the notebooks for a run into its folder")
     report.add_argument("run_id", nargs="?")
+    soak = sub.add_parser("soak", help="long read-while-write run: lost writes, errors, memory")
+    soak.add_argument("--minutes", type=float, default=10.0)
+    soak.add_argument("--agents", type=int, default=16)
+    soak.add_argument("--config", help=f"comma-separated: {', '.join(CONFIGS)}")
     return p
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "compare": cmd_compare,
-            "calibrate": cmd_calibrate, "recommend": cmd_recommend, "report": cmd_report}
+            "calibrate": cmd_calibrate, "recommend": cmd_recommend, "report": cmd_report,
+            "soak": cmd_soak}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,7 @@ class AgentResult:
     lock_wait: array[float] = field(default_factory=lambda: array("d"))
     commit: array[float] = field(default_factory=lambda: array("d"))
     ok: array[int] = field(default_factory=lambda: array("b"))
+    counts: dict[str, int] = field(default_factory=dict)  # every measured success, by op
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     acked: list[Any] = field(default_factory=list)  # every ack, warm-up included
@@ -85,6 +86,9 @@ def drive(ctx: AgentContext, operation: Operation) -> AgentResult:
         time.sleep(min(0.005, max(0.0, begin - time.perf_counter())))
     result.rss_start = rss_bytes()
     interval = 1.0 / ctx.rate if ctx.rate else 0.0
+    # Long runs (soak) keep every n-th sample so an agent's memory stays flat; counts and
+    # errors still see every operation.
+    every = int(ctx.params.get("sample_every", 1))
     intended = begin
     seq = 0
     while True:
@@ -113,6 +117,10 @@ def drive(ctx: AgentContext, operation: Operation) -> AgentResult:
         if outcome is not None and outcome.ack is not None:
             result.acked.append(outcome.ack)
         if started < measure:
+            continue
+        if outcome is not None:
+            result.counts[outcome.op] = result.counts.get(outcome.op, 0) + 1
+        if every > 1 and seq % every and outcome is not None:
             continue
         result.ops.append(outcome.op if outcome else "error")
         result.start.append(started - measure)

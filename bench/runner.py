@@ -58,6 +58,7 @@ class Plan:
     workers: str = "processes"
     rate: float | None = None  # total operations per second across agents; None = closed loop
     keep_samples: bool = True
+    sample_every: int = 1  # keep every n-th latency sample (soak runs); counts see all
 
     def __post_init__(self) -> None:
         if any(a <= 0 for a in self.agents):
@@ -165,7 +166,7 @@ class Runner:
             module.prepare(db, run_key, roles)
         start_at = time.time() + START_MARGIN
         rate = self.plan.rate / len(roles) if self.plan.rate else None
-        params = {"writers": roles.count("writer")}
+        params = {"writers": roles.count("writer"), "sample_every": self.plan.sample_every}
         contexts = [AgentContext(i, role, run_key, start_at, self.plan.warmup,
                                  self.plan.duration, rate, seed=run_key * 100 + i,
                                  params=params) for i, role in enumerate(roles)]
@@ -221,8 +222,9 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
     for op in ops:
         lat = [lt for r in agent_results for o, lt, ok in zip(r.ops, r.latency, r.ok, strict=True)
                if o == op and ok]
-        total_ok += len(lat)
-        put(op, "ops_per_s", len(lat) / duration)
+        done = sum(r.counts.get(op, 0) for r in agent_results)
+        total_ok += done
+        put(op, "ops_per_s", done / duration)
         for name, value in metrics.latency_summary(lat).items():
             if name != "count":
                 put(op, f"latency_{name}_ms", value * 1000)
@@ -253,7 +255,7 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
     put("all", "goodput_per_s", total_ok / duration)
     # Fairness among the agents doing the contended work (writers).
     writer_roles = {"writer"}
-    per_agent = [sum(r.ok) for r in agent_results if r.role in writer_roles]
+    per_agent = [sum(r.counts.values()) for r in agent_results if r.role in writer_roles]
     for name, value in metrics.fairness(per_agent).items():
         put("all", f"fairness_{name}", value)
     for name, value in WORKLOADS[spec.workload].extra_metrics(agent_results).items():
