@@ -17,6 +17,7 @@ from bench import results
 
 COLORS = {
     "sqlite-wal": "#1f77b4",
+    "sqlite-wal-stock": "#9467bd",
     "sqlite-wal-full": "#6baed6",
     "sqlite-rollback": "#ff7f0e",
     "sqlite-naive": "#d62728",
@@ -24,7 +25,8 @@ COLORS = {
     "postgres-async-commit": "#98df8a",
 }
 LABELS = {
-    "sqlite-wal": "SQLite WAL, sync=NORMAL (storekit default)",
+    "sqlite-wal": "SQLite WAL, sync=NORMAL (storekit default, fair locking)",
+    "sqlite-wal-stock": "SQLite WAL, sync=NORMAL, stock busy handler",
     "sqlite-wal-full": "SQLite WAL, sync=FULL",
     "sqlite-rollback": "SQLite rollback journal",
     "sqlite-naive": "SQLite, Python defaults (deferred BEGIN)",

@@ -65,3 +65,19 @@ def test_older_schema_goes_through_upgrades(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(results, "UPGRADES", {
         0: lambda m, s: ({**m, "schema_version": 1, "upgraded": True}, s)})
     assert results.load(results_dir=tmp_path).meta["upgraded"] is True
+
+
+def test_notebooks_are_stored_without_outputs_and_paired() -> None:
+    import nbformat
+
+    from bench.report import NOTEBOOKS
+
+    books = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert [b.stem for b in books] == ["00-recommendation", "01-agent-write",
+                                       "02-read-while-write", "03-search"]
+    for book in books:
+        nb = nbformat.read(book, as_version=4)
+        assert all(not c.get("outputs") and not c.get("execution_count")
+                   for c in nb.cells if c.cell_type == "code"), book.name
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), book.name
+        assert book.with_suffix(".py").is_file()

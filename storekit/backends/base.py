@@ -63,6 +63,7 @@ class SqliteOptions:
     synchronous: str = "normal"
     foreign_keys: bool = True
     begin: str = "immediate"  # "deferred" reproduces Python's stdlib default
+    fair_locking: bool = True  # FIFO write-lock hand-off across threads and processes
     cache_size_kib: int = 20_000
     wal_autocheckpoint: int = 1000
     journal_size_limit: int = 64 * 1024 * 1024

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
-from storekit.errors import DatabaseUnavailable, StoreError, from_sqlite
+from storekit.backends.writelock import FairLock, FileLock
+from storekit.errors import BusyError, DatabaseUnavailable, StoreError, from_sqlite
 from storekit.params import Params, adapt_sqlite, check_params, sqlite_values, translate
 from storekit.url import DatabaseURL
 
@@ -154,7 +156,10 @@ class SqliteBackend:
         self.where = "in-memory database" if self.memory else f"file {self.path}"
         if not self.memory:
             self._check_path(Path(self.path))
-        self._lock = threading.RLock() if self.memory else threading.Lock()
+        self._lock: Any = (threading.RLock() if self.memory else FairLock()
+                           if self.options.fair_locking else threading.Lock())
+        self._file_lock: FileLock | None = None
+        self._file_lock_tried = self.memory or not self.options.fair_locking
         self._writer = SqliteHandle(self._connect(), self.where)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -219,6 +224,30 @@ class SqliteBackend:
             raise err from exc
         return conn
 
+    def _acquire_writer(self) -> None:
+        """Queue for the write connection (threads, FIFO), then for the file (processes)."""
+        timeout = self.options.busy_timeout_ms / 1000
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=timeout):
+            raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
+        if not self._file_lock_tried:
+            self._file_lock_tried = True
+            try:
+                self._file_lock = FileLock(self.path + "-storekit.lock")
+            except OSError:
+                self._file_lock = None  # a read-only folder: SQLite's busy handler alone
+        if self._file_lock is not None:
+            left = timeout - (time.monotonic() - started)
+            if not self._file_lock.acquire(left):
+                self._lock.release()
+                raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
+                                " (held by another process)")
+
+    def _release_writer(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
+        self._lock.release()
+
     def _reader(self) -> SqliteHandle:
         handle: SqliteHandle | None = getattr(self._local, "reader", None)
         if handle is None:
@@ -235,8 +264,11 @@ class SqliteBackend:
 
     # Autocommit data methods: writes queue for the writer, reads use this thread's reader.
     def run(self, sql: str, params: Params = None) -> RunResult:
-        with self._lock:
+        self._acquire_writer()
+        try:
             return self._writer.run(sql, params)
+        finally:
+            self._release_writer()
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         if self.memory:
@@ -268,8 +300,11 @@ class SqliteBackend:
         return count
 
     def exec(self, script: str) -> None:
-        with self._lock:
+        self._acquire_writer()
+        try:
             self._writer.exec(script)
+        finally:
+            self._release_writer()
 
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None) -> SqliteHandle:
@@ -283,11 +318,11 @@ class SqliteBackend:
             self._execute(handle, "PRAGMA query_only=ON")
             self._execute(handle, "BEGIN DEFERRED")
             return handle
-        self._lock.acquire()
+        self._acquire_writer()
         try:
             self._execute(self._writer, self._begin)
         except BaseException:
-            self._lock.release()
+            self._release_writer()
             raise
         return self._writer
 
@@ -301,7 +336,7 @@ class SqliteBackend:
             raise
         finally:
             if handle is self._writer:
-                self._lock.release()
+                self._release_writer()
             else:
                 self._execute(handle, "PRAGMA query_only=OFF")
 
@@ -336,3 +371,5 @@ class SqliteBackend:
             conn.close()
         with self._lock:
             self._writer.conn.close()
+        if self._file_lock is not None:
+            self._file_lock.close()

@@ -1,0 +1,153 @@
+"""Fair write-lock hand-off: FIFO between threads, a sidecar lock between processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import storekit
+from storekit.backends.writelock import FairLock, FileLock
+
+
+def test_threads_get_the_lock_in_arrival_order() -> None:
+    lock = FairLock()
+    assert lock.acquire()
+    order: list[int] = []
+
+    def waiter(n: int) -> None:
+        assert lock.acquire(timeout=10)
+        order.append(n)
+        lock.release()
+
+    threads = []
+    for n in range(8):
+        t = threading.Thread(target=waiter, args=(n,))
+        t.start()
+        threads.append(t)
+        while len(lock._waiters) < n + 1:  # wait until this one is queued
+            time.sleep(0.001)
+    lock.release()
+    for t in threads:
+        t.join()
+    assert order == list(range(8))
+
+
+def test_fair_lock_timeout_leaves_it_usable() -> None:
+    lock = FairLock()
+    assert lock.acquire()
+    started = time.monotonic()
+    assert lock.acquire(timeout=0.1) is False
+    assert time.monotonic() - started >= 0.09
+    lock.release()
+    assert lock.acquire(timeout=0)
+    lock.release()
+    assert lock._locked is False
+
+
+HOLD = """
+import sys, time, storekit
+db = storekit.open_database(sys.argv[1])
+with db.transaction() as tx:
+    tx.run("INSERT INTO t VALUES (1)")
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+def _holder(path: Path, seconds: float, script: str = HOLD) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "fair.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.close()
+    return path
+
+
+def test_sidecar_lock_is_shared_by_processes(db_path: Path) -> None:
+    holder = _holder(db_path, 1.0)
+    try:
+        lock = FileLock(str(db_path) + "-storekit.lock")
+        assert lock.acquire(0.2) is False  # the other process holds it
+        assert lock.acquire(5.0) is True  # and hands it over when it commits
+        lock.release()
+        lock.close()
+    finally:
+        holder.communicate()
+
+
+def test_busy_error_after_the_timeout_names_the_file(db_path: Path) -> None:
+    holder = _holder(db_path, 3.0)
+    try:
+        options = storekit.SqliteOptions(busy_timeout_ms=300)
+        with storekit.open_database(db_path, sqlite=options) as db:
+            started = time.monotonic()
+            with pytest.raises(storekit.BusyError, match=str(db_path)):
+                db.run("INSERT INTO t VALUES (2)")
+            assert 0.25 < time.monotonic() - started < 2.5
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+PLAIN = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE"); c.execute("INSERT INTO t VALUES (7)")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("COMMIT")
+"""
+
+
+def test_a_program_that_ignores_the_sidecar_is_waited_for(db_path: Path) -> None:
+    holder = _holder(db_path, 0.5, PLAIN)
+    try:
+        with storekit.open_database(db_path) as db:
+            started = time.monotonic()
+            db.run("INSERT INTO t VALUES (8)")  # SQLite's busy handler covers the foreign writer
+            assert time.monotonic() - started >= 0.3
+            assert sorted(r["x"] for r in db.all("SELECT x FROM t")) == [7, 8]
+    finally:
+        holder.communicate()
+
+
+@pytest.mark.parametrize("fair", [True, False])
+def test_both_modes_serve_concurrent_threads(db_path: Path, fair: bool) -> None:
+    options = storekit.SqliteOptions(fair_locking=fair)
+    errors: list[BaseException] = []
+    with storekit.open_database(db_path, sqlite=options) as db:
+
+        def work(n: int) -> None:
+            try:
+                for i in range(100):
+                    with db.transaction() as tx:
+                        tx.get("SELECT COUNT(*) AS c FROM t")
+                        tx.run("INSERT INTO t VALUES (?)", (n * 1000 + i,))
+            except BaseException as exc:  # collected for the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert db.get("SELECT COUNT(*) AS c FROM t") == {"c": 600}
+    sidecar = Path(str(db_path) + "-storekit.lock")
+    assert sidecar.exists() is fair
