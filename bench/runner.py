@@ -30,7 +30,7 @@ from bench.configs import CONFIGS, Config, Provisioner, effective_settings
 from bench.workloads import WORKLOADS
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"agents": [1, 4, 16], "duration": 1.0, "warmup": 0.25, "repetitions": 3,
+    "quick": {"agents": [1, 8], "duration": 1.0, "warmup": 0.25, "repetitions": 3,
               "corpus": 5_000},
     "full": {"agents": [1, 2, 4, 8, 16], "duration": 3.0, "warmup": 1.0, "repetitions": 5,
              "corpus": 100_000},
