@@ -211,8 +211,12 @@ class Database:
         return (tx or self._backend).iter(sql, params)
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        """All rows in one transaction: a batch commits whole or not at all."""
         tx = self._local.tx
-        return (tx or self._backend).run_many(sql, seq)
+        if tx is not None:
+            return tx.run_many(sql, seq)
+        with self.transaction() as batch:
+            return batch.run_many(sql, seq)
 
     def exec(self, script: str) -> None:
         tx = self._local.tx

@@ -249,16 +249,6 @@ class PostgresBackend:
         finally:
             self.finish(handle, commit=ok)
 
-    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        handle = self.begin(readonly=False)
-        try:
-            count = handle.run_many(sql, seq)
-        except BaseException:
-            self.finish(handle, commit=False)
-            raise
-        self.finish(handle, commit=True)
-        return count
-
     def exec(self, script: str) -> None:
         conn = self._getconn()
         try:

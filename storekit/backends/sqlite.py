@@ -289,16 +289,6 @@ class SqliteBackend:
             return
         yield from self._reader().iter(sql, params)
 
-    def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        handle = self.begin(readonly=False)
-        try:
-            count = handle.run_many(sql, seq)
-        except BaseException:
-            self.finish(handle, commit=False)
-            raise
-        self.finish(handle, commit=True)
-        return count
-
     def exec(self, script: str) -> None:
         self._acquire_writer()
         try:
