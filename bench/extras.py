@@ -46,7 +46,7 @@ def _build_sqlite(path: Path, rows: int, docs: int) -> None:
 
 def _migrate_child(source: str, target: str, table: str, out: Any) -> None:
     """Runs in its own process so its peak memory is the migration's alone."""
-    from storekit.migrate import migrate
+    from storekit.migration import migrate
 
     started = time.perf_counter()
     report = migrate(source, target, tables=[table])

@@ -23,6 +23,7 @@ from storekit.errors import (
     StoreError,
     UniqueViolation,
 )
+from storekit.migration import MigrationError, MigrationReport, migrate
 from storekit.url import DatabaseURL
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "DatabaseUnavailable",
     "ForeignKeyViolation",
     "IntegrityError",
+    "MigrationError",
+    "MigrationReport",
     "NotNullViolation",
     "OperationalError",
     "PoolOptions",
@@ -51,5 +54,6 @@ __all__ = [
     "__version__",
     "create_database",
     "create_memory_database",
+    "migrate",
     "open_database",
 ]

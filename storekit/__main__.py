@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import storekit
-from storekit.migrate import CONFLICTS, MigrationError, MigrationReport, migrate
+from storekit.migration import CONFLICTS, MigrationError, MigrationReport, migrate
 
 
 def _print_report(report: MigrationReport) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import storekit
-from storekit.migrate import MigrationError, migrate
+from storekit.migration import MigrationError, migrate
 
 DDL = """
 CREATE TABLE teams (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created DATETIME);
