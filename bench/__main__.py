@@ -152,7 +152,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from bench.calibrate import calibrate
 
     report = calibrate(Path(args.results_dir), seconds=args.seconds, clients=args.clients)
-    table = Table(title="Calibration (same machine, same run)")
+    from bench.extras import write_json
+
+    path = write_json("calibration", {"seconds": args.seconds, "clients": args.clients,
+                                      "results": [report]})
+    table = Table(title=f"Calibration (same machine, same run), written to {path}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in report.items():

@@ -127,7 +127,7 @@ def notify_latency(messages: int, listeners: list[int]) -> dict[str, Any]:
             "poll_interval_sqlite_s": 0.02, "results": rows}
 
 
-def _write(name: str, payload: dict[str, Any]) -> Path:
+def write_json(name: str, payload: dict[str, Any]) -> Path:
     out = ROOT / "results" / "extras"
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = notify_latency(args.messages, counts)
     for row in payload["results"]:
         print(json.dumps(row))
-    print(f"written: {_write(args.command, payload)}")
+    print(f"written: {write_json(args.command, payload)}")
     return 0
 
 
