@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.benchmarks.conftest import N_BIG, N_ROWS, Backend, Impl
+from tests.benchmarks.conftest import N_BIG, N_MESSAGES, N_ROWS, Backend, Impl
 
 IMPL_NAMES = ["storekit", "raw", "sqlalchemy"]
 _counter = itertools.count(1)
@@ -29,6 +29,7 @@ def bench(benchmark: Any, op: str, micro_backend: Backend, impl: Impl, fn: Any,
         "operation": op, "backend": micro_backend.name, "client": impl.name,
         "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
         "server_version": micro_backend.db.capabilities.server_version,
+        "rows": N_ROWS, "big_rows": N_BIG, "messages": N_MESSAGES,
     })
     return benchmark(fn, *args)
 
