@@ -29,6 +29,12 @@ def test_writers_block_per_journal_mode() -> None:
     assert v["SQLite writers block everything (WAL)"] == FAILS
     v = verdicts(reads(rollback=0.5, wal=0.05, pg=0.9))
     assert v["SQLite writers block everything (rollback journal)"] == FAILS
+    # Fast readers that get few reads through are blocked too.
+    throughput = [("read-while-write", "sqlite-rollback", 4, "point_read", "ops_per_s", 3000.0),
+                  ("read-while-write", "sqlite-wal", 4, "point_read", "ops_per_s", 60000.0)]
+    v = verdicts(reads(rollback=0.5, wal=0.05, pg=0.9) + throughput)
+    assert v["SQLite writers block everything (rollback journal)"] == HOLDS
+    assert v["SQLite writers block everything (WAL)"] == FAILS
 
 
 def test_search_claim_holds_only_with_rollback_journal() -> None:
