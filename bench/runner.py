@@ -336,6 +336,7 @@ def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
     hist: list[dict[str, Any]] = []
     samples: list[pd.DataFrame] = []
     failures: list[dict[str, Any]] = []
+    examples: list[dict[str, Any]] = []  # the first message of each error type, per run
     with postgres_for(plan) as pg_url:
         runner = Runner(plan, pg_url, workdir)
         try:
@@ -351,6 +352,11 @@ def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
                     samples.append(samples_frame(outcome))
                 if outcome.verification["lost"]:
                     failures.append({**asdict(spec), **outcome.verification})
+                seen: dict[str, str] = {}
+                for r in outcome.results:
+                    for kind, message in r.error_examples.items():
+                        seen.setdefault(kind, message)
+                examples += [{**asdict(spec), "type": k, "message": v} for k, v in seen.items()]
             settings = runner.settings
         finally:
             runner.close()
@@ -366,6 +372,7 @@ def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
                     for c in plan.configs},
         "postgres_url": masked,
         "verification": {"failed_runs": failures, "ok": not failures},
+        "error_examples": examples[:200],
         **describe(results_dir, repo or Path.cwd()),
     }
     results.write(out_dir, meta, summary, series, hist,
