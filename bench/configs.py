@@ -87,19 +87,34 @@ class Provisioner:
             return f"sqlite:///{self.workdir / (tag + '.db')}"
         if self.postgres_url is None:
             raise storekit.DatabaseUnavailable(f"config {config.name} needs PostgreSQL")
-        if self._admin is None:
-            self._admin = storekit.create_database(self.postgres_url)
-        self._admin.exec(f"CREATE SCHEMA {quote_ident(tag)}")
+        self._admin_exec(f"CREATE SCHEMA {quote_ident(tag)}")
         self._schemas.append(tag)
         base = DatabaseURL.parse(self.postgres_url)
         options = [f"-csearch_path={tag}"] + [f"-c{k}={v}" for k, v in config.pg_session.items()]
         query = dict(base.query) | {"options": " ".join(options)}
         return base.replace(query=tuple(query.items())).render(mask=False)
 
+    def _admin_exec(self, sql: str) -> None:
+        """Run on the admin connection, once more if a server restart broke the pooled one."""
+        assert self.postgres_url is not None
+        for attempt in (1, 2):
+            if self._admin is None:
+                self._admin = storekit.create_database(self.postgres_url)
+            try:
+                self._admin.exec(sql)
+                return
+            except storekit.DatabaseUnavailable:
+                self._admin.close()
+                self._admin = None
+                if attempt == 2:
+                    raise
+
     def close(self) -> None:
-        if self._admin is not None:
+        if self._schemas:
             for schema in self._schemas:
-                self._admin.exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+                self._admin_exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            self._schemas = []
+        if self._admin is not None:
             self._admin.close()
             self._admin = None
 

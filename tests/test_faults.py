@@ -250,3 +250,36 @@ def test_wal_stays_bounded_after_a_long_reader(tmp_path: Path) -> None:
         settled = wal.stat().st_size
     assert grown > 3 * limit, f"the reader did not pin the WAL (size {grown})"
     assert settled <= limit, f"WAL still {settled} bytes after the reader finished"
+
+
+def test_harness_records_a_postgres_outage(storekit_postgres_server: Any, tmp_path: Path) -> None:
+    """The server restarts mid-run: the run completes, counts the failures, loses nothing."""
+    if not hasattr(storekit_postgres_server, "stop"):
+        pytest.skip("needs a local server this test can restart")
+    from bench.configs import CONFIGS
+    from bench.runner import Plan, Runner, RunSpec, summarise
+
+    server = storekit_postgres_server
+    plan = Plan(workloads=["agent-write"], configs=[CONFIGS["postgres"]], agents=[2],
+                duration=4.0, warmup=0.2, repetitions=1, corpus=0, workers="threads")
+    runner = Runner(plan, server.url, tmp_path)
+
+    def outage() -> None:
+        time.sleep(1.5)
+        server.stop()
+        time.sleep(1.0)
+        server.start()
+
+    t = threading.Thread(target=outage)
+    t.start()
+    try:
+        outcome = runner.run_one(RunSpec("agent-write", "postgres", 2, 0))
+    finally:
+        t.join()
+        runner.close()
+    rows = {r["metric"]: r["value"] for r in summarise(outcome, plan.duration)[0]
+            if r["op"] == "all"}
+    assert rows["errors_total"] > 0
+    assert rows["errors_unavailable"] + rows["errors_timeout"] + rows["errors_other"] > 0
+    assert rows["lost_writes"] == 0
+    assert rows["acked_writes"] > 0
