@@ -108,10 +108,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         task = progress.add_task("starting", total=len(specs))
         done = {"n": 0}
 
+        plain = not err.is_terminal  # a log file: rich draws no bar, so print lines
+
         def advance(spec: RunSpec) -> None:
             if done["n"]:
                 progress.advance(task)
             done["n"] += 1
+            if plain and (done["n"] == 1 or done["n"] % 10 == 0):
+                t = progress.tasks[0]
+                eta = f", about {t.time_remaining:.0f} s left" if t.time_remaining else ""
+                print(f"run {done['n']}/{len(specs)}: {spec.workload} {spec.config} "
+                      f"x{spec.agents}{eta}", file=sys.stderr, flush=True)
             progress.update(task, description=f"{spec.workload} {spec.config} "
                                               f"x{spec.agents} rep {spec.rep + 1}")
 

@@ -16,6 +16,9 @@ from nbclient import NotebookClient
 from bench import results
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# A notebook charts one workload; a run without it gets a note instead of empty charts.
+NEEDS = {"00-recommendation": "agent-write", "01-agent-write": "agent-write",
+         "02-read-while-write": "read-while-write", "03-search": "search"}
 
 
 def _inject(nb: nbformat.NotebookNode, params: Mapping[str, object]) -> None:
@@ -33,7 +36,8 @@ def execute_notebook(path: Path, out_dir: Path, params: Mapping[str, object],
     nb = nbformat.read(path, as_version=4)
     _inject(nb, params)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     client.execute()
     target = out_dir / path.name
     nbformat.write(nb, target)
@@ -58,10 +62,17 @@ def build_report(run_id: str | None = None, results_dir: Path | None = None,
     params = {"RUN_ID": run.run_id, "RESULTS_DIR": str(run.path.parent),
               "OUTPUT_DIR": str(charts)}
     pages = []
+    skipped = []
+    workloads = set(run.summary["workload"])
     for path in sorted(notebooks.glob("*.ipynb")):
+        needed = NEEDS.get(path.stem)
+        if needed is not None and needed not in workloads:
+            skipped.append(f"{path.stem} (this run has no {needed} workload)")
+            continue
         executed = execute_notebook(path, out_dir, params)
         pages.append(to_html(executed))
     links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
+    links += "".join(f"<li>not run: {html.escape(s)}</li>" for s in skipped)
     images = "\n".join(f'<img src="charts/{c.name}" style="max-width:100%">'
                        for c in sorted(charts.glob("00-*.png")))
     index = out_dir / "index.html"

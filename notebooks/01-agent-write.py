@@ -85,14 +85,18 @@ ax.set_xscale("log", base=2)
 style.save(fig, "01-errors", OUTPUT_DIR)
 
 # %%
-fig, ax = style.figure("Fairness: highest / lowest agent's completed transactions",
-                       "concurrent agents", "ratio (1 = perfectly fair)")
-for config, g in style.by_config(run.metric("fairness_share_ratio"), "agent-write"):
-    stats = g[g["agents"] > 1].groupby("agents")["value"].median()
-    if not stats.empty:
+fair = run.metric("fairness_share_ratio")
+fair = fair[fair["agents"] > 1]
+if fair.empty:
+    print("Fairness needs runs with more than one agent; this run has none.")
+else:
+    fig, ax = style.figure("Fairness: highest / lowest agent's completed transactions",
+                           "concurrent agents", "ratio (1 = perfectly fair)")
+    for config, g in style.by_config(fair, "agent-write"):
+        stats = g.groupby("agents")["value"].median()
         ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
-style.save(fig, "01-fairness", OUTPUT_DIR)
+    ax.set_xscale("log", base=2)
+    style.save(fig, "01-fairness", OUTPUT_DIR)
 
 # %% [markdown]
 # ## Fair write-lock hand-off against SQLite's stock busy handler
@@ -105,25 +109,30 @@ style.save(fig, "01-fairness", OUTPUT_DIR)
 
 # %%
 pair = ["sqlite-wal", "sqlite-wal-stock"]
-fig, axes = style.plt.subplots(1, 3, figsize=(15, 4.5))
-panels = [("ops_per_s", "all", "commits per second", False),
-          ("latency_p99.9_ms", "transaction", "p99.9 latency (ms, log)", True),
-          ("fairness_share_ratio", "all", "highest / lowest agent share", False)]
-for ax, (metric, op, label, log) in zip(axes, panels, strict=True):
-    m = run.metric(metric, op)
-    for config in pair:
-        g = m[(m["workload"] == "agent-write") & (m["config"] == config)]
-        if metric == "fairness_share_ratio":
-            g = g[g["agents"] > 1]
-        stats = g.groupby("agents")["value"].median()
-        if not stats.empty:
-            ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-    ax.set_title(label)
-    ax.set_xlabel("writer processes")
-    ax.set_xscale("log", base=2)
-    if log:
-        ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-if not any(c in set(run.summary["config"]) for c in pair[1:]):
-    print("This run has no sqlite-wal-stock results; run with --config sqlite-wal,sqlite-wal-stock")
-style.save(fig, "01-fair-locking", OUTPUT_DIR)
+aw = s[s["workload"] == "agent-write"]
+if not set(pair) <= set(aw["config"]):
+    print("This run lacks sqlite-wal or sqlite-wal-stock; compare them with "
+          "python -m bench run --workload agent-write --config sqlite-wal,sqlite-wal-stock")
+else:
+    fig, axes = style.plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [("ops_per_s", "all", "commits per second", False),
+              ("latency_p99.9_ms", "transaction", "p99.9 latency (ms, log)", True),
+              ("fairness_share_ratio", "all", "highest / lowest agent share", False)]
+    for ax, (metric, op, label, log) in zip(axes, panels, strict=True):
+        m = run.metric(metric, op)
+        for config in pair:
+            g = m[(m["workload"] == "agent-write") & (m["config"] == config)]
+            if metric == "fairness_share_ratio":
+                g = g[g["agents"] > 1]
+            stats = g.groupby("agents")["value"].median()
+            if not stats.empty:
+                ax.plot(stats.index, stats.values, marker="o", **style.line(config))
+        ax.set_title(label)
+        ax.set_xlabel("writer processes")
+        ax.set_xscale("log", base=2)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    if aw["agents"].max() == 1:
+        axes[2].set_visible(False)  # share ratios need more than one agent
+    style.save(fig, "01-fair-locking", OUTPUT_DIR)
