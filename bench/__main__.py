@@ -82,7 +82,8 @@ def print_summary(run: results.Run) -> None:
                         " repetitions")
     for col in ("workload", "config", "agents", "ops/s", "p99 ms (main op)", "errors", "lost"):
         table.add_column(col, justify="right" if col not in ("workload", "config") else "left")
-    main_op = {"agent-write": "transaction", "read-while-write": "update", "search": "search"}
+    main_op = {"agent-write": "transaction", "read-while-write": "update", "search": "search",
+               "single-insert": "insert"}
     for (workload, config, agents), group in s.groupby(["workload", "config", "agents"],
                                                        sort=False):
         def agg(metric: str, op: str = "all", frame: Any = group) -> str:

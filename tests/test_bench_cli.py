@@ -183,3 +183,19 @@ def test_recommend_command(short_run: tuple[subprocess.CompletedProcess[str], Pa
     assert "Recommendation: PostgreSQL" in text
     assert "row-level security" in text
     assert "sqlite-wal: measured at 2 agents" in text
+
+
+def test_calibration_workload_verifies_too(tmp_path: Path) -> None:
+    import time
+
+    from bench.workloads import single_insert
+
+    with CONFIGS["sqlite-wal"].open(f"sqlite:///{tmp_path / 's.db'}") as db:
+        single_insert.setup(db, {})
+        single_insert.prepare(db, 1, ["writer"])
+        ctx = AgentContext(0, "writer", 1, time.time(), 0.0, 0.2, None, seed=1)
+        result = drive(ctx, single_insert.operation(db, ctx))
+        assert single_insert.verify(db, 1, [result]) == {"acked": len(result.acked), "lost": 0,
+                                                          "detail": ""}
+        db.run("DELETE FROM bench_insert WHERE id = (SELECT MAX(id) FROM bench_insert)")
+        assert single_insert.verify(db, 1, [result])["lost"] == 1

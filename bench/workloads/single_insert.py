@@ -24,22 +24,33 @@ def setup(db: Database, scale: dict[str, Any]) -> None:
         db.exec("CREATE TABLE IF NOT EXISTS bench_insert (id INTEGER PRIMARY KEY, doc TEXT)")
     else:
         db.exec("CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, doc jsonb)")
+    db.exec("CREATE TABLE IF NOT EXISTS bench_insert_runs (run_key INTEGER PRIMARY KEY,"
+            " rows_before BIGINT)")
 
 
 def prepare(db: Database, run_key: int, roles: list[str]) -> None:
-    return None
+    # The statement must stay the one pgbench runs, so rows carry no run key: verification
+    # compares the row count with the count before the run instead.
+    db.run("INSERT INTO bench_insert_runs (run_key, rows_before)"
+           " SELECT ?, COUNT(*) FROM bench_insert", (run_key,))
 
 
 def operation(db: Database, ctx: AgentContext) -> Operation:
     def insert(seq: int) -> OpOutcome:
         db.run(INSERT, (DOC_TEXT,))
-        return OpOutcome("insert")
+        return OpOutcome("insert", ack=seq)
 
     return insert
 
 
 def verify(db: Database, run_key: int, results: list[AgentResult]) -> dict[str, Any]:
-    return {"acked": 0, "lost": 0, "detail": "calibration only"}
+    acked = sum(len(r.acked) for r in results)
+    row = db.get("SELECT (SELECT COUNT(*) FROM bench_insert) - rows_before AS added"
+                 " FROM bench_insert_runs WHERE run_key = ?", (run_key,))
+    added = int(row["added"]) if row else 0
+    lost = max(0, acked - added)
+    return {"acked": acked, "lost": lost,
+            "detail": f"{added} rows added for {acked} acknowledged" if lost else ""}
 
 
 def extra_metrics(results: list[AgentResult]) -> dict[str, float]:
