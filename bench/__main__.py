@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 import storekit
-from bench import results
+from bench import metrics, results
 from bench.configs import CONFIGS, parse_configs
 from bench.runner import PROFILES, Plan, RunSpec, execute
 from bench.workloads import WORKLOADS, parse_workloads
@@ -90,7 +90,8 @@ def print_summary(run: results.Run) -> None:
             values = frame[(frame["metric"] == metric) & (frame["op"] == op)]["value"]
             if values.empty:
                 return "-"
-            med, lo, hi = values.median(), values.min(), values.max()
+            r = metrics.aggregate_repetitions(values.tolist())
+            med, lo, hi = r["median"], r["min"], r["max"]
             return f"{med:,.1f} ({lo:,.1f}-{hi:,.1f})" if hi > lo else f"{med:,.1f}"
         table.add_row(str(workload), str(config), str(agents), agg("ops_per_s"),
                       agg("latency_p99_ms", main_op.get(str(workload), "all")),

@@ -215,23 +215,27 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
         rows.append({**key, "op": op, "metric": metric, "value": value})
 
     agent_results = outcome.results
-    ops = sorted({op for r in agent_results for op in r.ops if op != "error"})
+    # One pass over every sample, grouped by operation (failed attempts are op "error").
+    by_op: dict[str, list[list[Any]]] = {}
+    for r in agent_results:
+        for sample in zip(r.ops, r.start, r.latency, r.lock_wait, r.commit, r.ok, strict=True):
+            columns = by_op.setdefault(sample[0], [[], [], [], [], []])
+            for column, value in zip(columns, sample[1:], strict=True):
+                column.append(value)
     total_ok = 0
     series: list[dict[str, Any]] = []
     hist: list[dict[str, Any]] = []
-    for op in ops:
-        lat = [lt for r in agent_results for o, lt, ok in zip(r.ops, r.latency, r.ok, strict=True)
-               if o == op and ok]
+    for op in sorted(o for o in by_op if o != "error"):
+        starts, lats, waits_all, commits_all, oks = by_op[op]
+        lat = [lt for lt, ok in zip(lats, oks, strict=True) if ok]
+        waits = [w for w, ok in zip(waits_all, oks, strict=True) if ok]
+        commits = [c for c, ok in zip(commits_all, oks, strict=True) if ok]
         done = sum(r.counts.get(op, 0) for r in agent_results)
         total_ok += done
         put(op, "ops_per_s", done / duration)
         for name, value in metrics.latency_summary(lat).items():
             if name != "count":
                 put(op, f"latency_{name}_ms", value * 1000)
-        waits = [w for r in agent_results for o, w, ok in zip(r.ops, r.lock_wait, r.ok, strict=True)
-                 if o == op and ok]
-        commits = [c for r in agent_results for o, c, ok in zip(r.ops, r.commit, r.ok, strict=True)
-                   if o == op and ok]
         if any(waits):
             put(op, "lock_wait_share", sum(waits) / max(sum(lat), 1e-12))
             put(op, "lock_wait_p99_ms", metrics.percentile(sorted(waits), 99) * 1000)
@@ -240,11 +244,7 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
             put(op, "commit_p99_ms", metrics.percentile(sorted(commits), 99) * 1000)
         for bucket, count in sorted(metrics.histogram(lat).items()):
             hist.append({**key, "op": op, "upper_s": metrics.bucket_upper(bucket), "count": count})
-        starts = [s for r in agent_results for o, s in zip(r.ops, r.start, strict=True) if o == op]
-        lats = [lt for r in agent_results for o, lt in zip(r.ops, r.latency, strict=True)
-                if o == op]
-        oks = [bool(k) for r in agent_results for o, k in zip(r.ops, r.ok, strict=True) if o == op]
-        for window in metrics.timeseries(starts, lats, oks, duration):
+        for window in metrics.timeseries(starts, lats, [bool(k) for k in oks], duration):
             series.append({**key, "op": op, **window})
     put("all", "ops_per_s", total_ok / duration)
     errors = {kind: sum(r.errors.get(kind, 0) for r in agent_results)

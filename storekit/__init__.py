@@ -1,5 +1,7 @@
 """storekit: one synchronous API over SQLite and PostgreSQL for multi-agent apps."""
 
+from typing import TYPE_CHECKING, Any
+
 from storekit.backends.base import Capabilities, PoolOptions, RunResult, SqliteOptions
 from storekit.database import (
     Database,
@@ -23,8 +25,21 @@ from storekit.errors import (
     StoreError,
     UniqueViolation,
 )
-from storekit.migration import MigrationError, MigrationReport, migrate
 from storekit.url import DatabaseURL
+
+if TYPE_CHECKING:
+    from storekit.migration import MigrationError, MigrationReport, migrate
+
+# Migration is rarely used and a quarter of the import time: loaded on first access.
+_LAZY = {"migrate", "MigrationError", "MigrationReport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from storekit import migration
+
+        return getattr(migration, name)
+    raise AttributeError(f"module 'storekit' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

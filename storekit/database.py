@@ -275,10 +275,8 @@ class Database:
         params: Params = None,
         columns: Sequence[str] | None = None,
     ) -> list[Row]:
-        from storekit.search import search_sql
-
-        sql, values = search_sql(self, table, query, limit=limit, offset=offset, where=where,
-                                 params=params, columns=columns)
+        sql, values = self.search_sql(table, query, limit=limit, offset=offset, where=where,
+                                      params=params, columns=columns)
         return [] if sql is None else self.all(sql, values)
 
     def search_sql(

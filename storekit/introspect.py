@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from storekit.database import Database
 
-# Portable kinds: how a value is moved and compared.
-KINDS = ("integer", "real", "numeric", "text", "boolean", "json", "timestamp", "timestamptz",
-         "date", "blob")
+# Portable kinds, how a value is moved and compared: integer, real, numeric, text,
+# boolean, json, timestamp, timestamptz, date, blob.
 
 
 @dataclass

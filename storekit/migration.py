@@ -183,10 +183,10 @@ class _Reader:
             yield pending
 
     def count(self, table: str) -> int:
-        sql = f"SELECT COUNT(*) FROM {quote_ident(table)}"
+        sql = f"SELECT COUNT(*) AS n FROM {quote_ident(table)}"
         if self.raw is not None:
             return int(self.raw.execute(sql).fetchone()[0])
-        row = self.db.get(sql.replace("COUNT(*)", "COUNT(*) AS n"))
+        row = self.db.get(sql)
         return int(row["n"]) if row else 0
 
     def close(self) -> None:

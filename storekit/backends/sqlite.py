@@ -159,6 +159,7 @@ class SqliteBackend:
         self._lock: Any = (threading.RLock() if self.memory else FairLock()
                            if self.options.fair_locking else threading.Lock())
         self._file_lock: FileLock | None = None
+        self._busy_timeout = self.options.busy_timeout_ms / 1000
         self._file_lock_tried = self.memory or not self.options.fair_locking
         self._writer = SqliteHandle(self._connect(), self.where)
         self._local = threading.local()
@@ -226,7 +227,7 @@ class SqliteBackend:
 
     def _acquire_writer(self) -> None:
         """Queue for the write connection (threads, FIFO), then for the file (processes)."""
-        timeout = self.options.busy_timeout_ms / 1000
+        timeout = self._busy_timeout
         started = time.monotonic()
         if not self._lock.acquire(timeout=timeout):
             raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
