@@ -203,7 +203,7 @@ class SqliteBackend:
             raise DatabaseUnavailable(f"cannot open SQLite {self.where}: {exc}") from exc
         try:
             # journal_mode first: it reads the header, so a non-database fails here.
-            conn.execute(f"PRAGMA journal_mode={o.journal_mode}").fetchone()
+            self._set_journal_mode(conn)
             pragmas: dict[str, str | int] = {
                 "busy_timeout": o.busy_timeout_ms,
                 "synchronous": o.synchronous,
@@ -224,6 +224,28 @@ class SqliteBackend:
                 raise DatabaseUnavailable(f"cannot open SQLite {self.where}: {exc}") from exc
             raise err from exc
         return conn
+
+    def _set_journal_mode(self, conn: sqlite3.Connection) -> None:
+        """Switch the journal mode, retrying while another process opens or closes the file.
+
+        Changing the mode, and opening a WAL file while the last connection of another
+        process is checkpointing it away, can fail with SQLITE_BUSY at once, without
+        the busy handler; a short bounded retry makes concurrent opens reliable.
+        """
+        want = self.options.journal_mode
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+                if mode != want and not self.memory:
+                    conn.execute(f"PRAGMA journal_mode={want}").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _acquire_writer(self) -> None:
         """Queue for the write connection (threads, FIFO), then for the file (processes)."""
