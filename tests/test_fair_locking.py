@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import storekit
-from storekit.backends.writelock import FairLock, FileLock
+from storekit.backends.writelock import FairLock, TicketQueue, WriteLease
 
 
 def test_threads_get_the_lock_in_arrival_order() -> None:
@@ -79,16 +79,111 @@ def db_path(tmp_path: Path) -> Path:
     return path
 
 
-def test_sidecar_lock_is_shared_by_processes(db_path: Path) -> None:
+def test_sidecar_turn_is_shared_by_processes(db_path: Path) -> None:
     holder = _holder(db_path, 1.0)
+    lease = WriteLease(str(db_path) + "-storekit.lock", 0.002)
     try:
-        lock = FileLock(str(db_path) + "-storekit.lock")
-        assert lock.acquire(0.2) is False  # the other process holds it
-        assert lock.acquire(5.0) is True  # and hands it over when it commits
-        lock.release()
-        lock.close()
+        assert lease.acquire(0.2) is False  # the other process is mid-transaction
+        assert lease.acquire(5.0) is True  # and hands its turn over when it commits
+        lease.release()
     finally:
+        lease.close()
         holder.communicate()
+
+
+QUEUER = """
+import sys, time
+from storekit.backends.writelock import TicketQueue
+q = TicketQueue(sys.argv[1])
+q.wait_turn()
+with open(sys.argv[2], "a") as out:
+    out.write(sys.argv[3] + "\\n")
+time.sleep(0.01)
+q.end_turn()
+"""
+
+
+def _tickets_drawn(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_processes_get_their_turn_in_arrival_order(tmp_path: Path) -> None:
+    sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
+    mine = TicketQueue(str(sidecar))
+    mine.wait_turn()
+    procs = []
+    try:
+        for n in range(6):
+            before = _tickets_drawn(sidecar)
+            procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
+                                           str(log), str(n)]))
+            deadline = time.monotonic() + 30
+            while _tickets_drawn(sidecar) == before:  # queued before the next one starts
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        assert not log.exists()  # all of them wait for this process's turn
+    finally:
+        mine.end_turn()
+        for p in procs:
+            assert p.wait(30) == 0
+        mine.close()
+    assert log.read_text().split() == [str(n) for n in range(6)]
+
+
+def test_a_queued_process_that_dies_does_not_block_the_queue(tmp_path: Path) -> None:
+    sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
+    mine = TicketQueue(str(sidecar))
+    mine.wait_turn()
+    procs = []
+    for n in range(2):
+        before = _tickets_drawn(sidecar)
+        procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
+                                       str(log), str(n)]))
+        while _tickets_drawn(sidecar) == before:
+            time.sleep(0.005)
+    procs[0].kill()
+    procs[0].wait()
+    mine.end_turn()
+    assert procs[1].wait(30) == 0
+    mine.close()
+    assert log.read_text().split() == ["1"]
+
+
+IDLE = """
+import sys, time, storekit
+db = storekit.open_database(sys.argv[1])
+db.run("INSERT INTO t VALUES (1)")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_an_idle_process_does_not_keep_its_turn(db_path: Path) -> None:
+    idle = _holder(db_path, 30, IDLE)  # wrote once, then stays open and idle
+    try:
+        with storekit.open_database(db_path) as db:
+            db.run("INSERT INTO t VALUES (2)")  # would wait 30 s if the turn were kept
+            assert idle.poll() is None
+            assert db.get("SELECT COUNT(*) AS n FROM t") == {"n": 2}
+    finally:
+        idle.kill()
+        idle.communicate()
+
+
+def test_lease_timeout_leaves_it_usable(db_path: Path) -> None:
+    holder = _holder(db_path, 0.5)
+    lease = WriteLease(str(db_path) + "-storekit.lock", 0.002)
+    try:
+        for _ in range(3):
+            assert lease.acquire(0.05) is False
+        holder.communicate()
+        assert lease.acquire(5.0) is True
+        lease.release()
+        assert lease.acquire(5.0) is True  # again, within or after the slice
+        lease.release()
+    finally:
+        lease.close()
+        holder.kill()
 
 
 def test_busy_error_after_the_timeout_names_the_file(db_path: Path) -> None:

@@ -64,6 +64,7 @@ class SqliteOptions:
     foreign_keys: bool = True
     begin: str = "immediate"  # "deferred" reproduces Python's stdlib default
     fair_locking: bool = True  # FIFO write-lock hand-off across threads and processes
+    lock_slice_ms: float = 2.0  # with fair_locking, how long a process keeps its turn
     cache_size_kib: int = 20_000
     wal_autocheckpoint: int = 1000
     journal_size_limit: int = 64 * 1024 * 1024
@@ -85,6 +86,8 @@ class SqliteOptions:
                 )
         if self.busy_timeout_ms < 0:
             raise ConfigurationError("SqliteOptions.busy_timeout_ms must be >= 0")
+        if not self.lock_slice_ms > 0:
+            raise ConfigurationError("SqliteOptions.lock_slice_ms must be > 0")
 
 
 class Handle(Protocol):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
-from storekit.backends.writelock import FairLock, FileLock
+from storekit.backends.writelock import FairLock, WriteLease
 from storekit.errors import BusyError, DatabaseUnavailable, StoreError, from_sqlite
 from storekit.params import Params, adapt_sqlite, check_params, sqlite_values, translate
 from storekit.url import DatabaseURL
@@ -158,9 +158,9 @@ class SqliteBackend:
             self._check_path(Path(self.path))
         self._lock: Any = (threading.RLock() if self.memory else FairLock()
                            if self.options.fair_locking else threading.Lock())
-        self._file_lock: FileLock | None = None
+        self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
-        self._file_lock_tried = self.memory or not self.options.fair_locking
+        self._lease_tried = self.memory or not self.options.fair_locking
         self._writer = SqliteHandle(self._connect(), self.where)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -253,22 +253,23 @@ class SqliteBackend:
         started = time.monotonic()
         if not self._lock.acquire(timeout=timeout):
             raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
-        if not self._file_lock_tried:
-            self._file_lock_tried = True
+        if not self._lease_tried:
+            self._lease_tried = True
             try:
-                self._file_lock = FileLock(self.path + "-storekit.lock")
+                self._lease = WriteLease(self.path + "-storekit.lock",
+                                         self.options.lock_slice_ms / 1000)
             except OSError:
-                self._file_lock = None  # a read-only folder: SQLite's busy handler alone
-        if self._file_lock is not None:
+                self._lease = None  # a read-only folder: SQLite's busy handler alone
+        if self._lease is not None:
             left = timeout - (time.monotonic() - started)
-            if not self._file_lock.acquire(left):
+            if not self._lease.acquire(left):
                 self._lock.release()
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
                                 " (held by another process)")
 
     def _release_writer(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
+        if self._lease is not None:
+            self._lease.release()
         self._lock.release()
 
     def _reader(self) -> SqliteHandle:
@@ -384,5 +385,5 @@ class SqliteBackend:
             conn.close()
         with self._lock:
             self._writer.conn.close()
-        if self._file_lock is not None:
-            self._file_lock.close()
+        if self._lease is not None:
+            self._lease.close()

@@ -7,25 +7,31 @@ short, fair retry. storekit queues instead:
 
 - threads of one process wait in a FIFO queue and the lock is handed directly to the
   longest waiter (FairLock);
-- processes sharing a file take a blocking advisory lock (flock) on a sidecar file
-  `<db>-storekit.lock` before BEGIN IMMEDIATE, so they sleep in the kernel and wake as
-  soon as the holder finishes, with no backoff. flock wakes every waiter and the first
-  to run wins, so the order is close to, not exactly, arrival order. (A strict FIFO
-  queue across processes, tickets plus byte-range locks, was measured too: perfectly
-  fair, but each commit then waits for one particular process to be scheduled, and on 2
-  cores throughput fell to a fifth of the stock handler's.)
+- processes sharing a file queue in arrival order on a sidecar file `<db>-storekit.lock`
+  (TicketQueue) before BEGIN IMMEDIATE, and each process keeps its turn for a short
+  time slice (WriteLease) in which its writers commit back to back.
+
+Why slices: handing the lock to the next process after every commit makes each commit
+wait for that particular process to be scheduled. Measured on 2 cores with 16 writer
+processes, a strict per-commit queue was perfectly fair but ran at a fifth of the stock
+handler's throughput, and a plain flock (every waiter woken, first to run wins) at 0.6-0.8x
+with a 2x spread between agents. A 2 ms slice pays one hand-off per slice instead.
 
 The busy timeout bounds the whole wait and a timeout still raises BusyError. Programs that
 do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
-busy handler after the sidecar lock is held; the sidecar is always taken before the
-SQLite lock, so the two cannot deadlock.
+busy handler; the sidecar only orders storekit writers and is always taken before SQLite's
+lock, so the two cannot deadlock. It guards fairness, never data: if a process dies while
+queued, its successor may overlap the current holder, and SQLite's own lock still keeps
+them apart.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import struct
 import threading
+import time
 from collections import deque
 
 
@@ -69,77 +75,129 @@ class FairLock:
         self.release()
 
 
-class _Waiter:
-    __slots__ = ("abandoned", "got")
-
-    def __init__(self) -> None:
-        self.got = threading.Event()
-        self.abandoned = False
+_OFD = hasattr(fcntl, "F_OFD_SETLKW")  # Linux; elsewhere flock, in wake-up order
+_TICKETS = 1 << 30  # ticket bytes wrap after this many turns
+_TICKET_BASE = 1 << 32  # past the counter stored at offset 0
 
 
-class FileLock:
-    """An exclusive flock on a sidecar file, taken with a timeout.
+class TicketQueue:
+    """Turns in arrival order across processes: a queue lock on byte-range locks.
 
-    flock has no timeout, so a contended acquisition blocks in one helper thread; if the
-    caller gives up first, the helper stays queued and the next acquire() reuses it, or it
-    releases the lock the moment it gets it. Only one helper exists at a time: flock is per
-    open file, so a second one would be granted the lock the first one holds.
+    Each process draws a ticket from a counter in the file (under a short lock on byte 0),
+    locks the byte of its own ticket, then waits for the byte of the ticket before it.
+    Releasing wakes exactly the next process. Open-file-description locks conflict between
+    descriptors even in one process, and the kernel drops them when a process dies.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._state = threading.Lock()
-        self._waiter: _Waiter | None = None
-        self._closed = False
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._ticket = 0
 
-    def _wait(self, waiter: _Waiter) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        with self._state:
-            if waiter.abandoned:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                if self._waiter is waiter:
-                    self._waiter = None
-                if self._closed:
-                    os.close(self._fd)  # close() left the descriptor to this thread
-            else:
-                waiter.got.set()
+    def _lock(self, cmd: int, kind: int, start: int) -> None:
+        fcntl.fcntl(self.fd, cmd, struct.pack("hhqqi", kind, os.SEEK_SET, start, 1, 0))
 
-    def acquire(self, timeout: float) -> bool:
-        with self._state:
-            waiter = self._waiter
-            if waiter is None:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    pass
-                waiter = self._waiter = _Waiter()
-                threading.Thread(target=self._wait, args=(waiter,), daemon=True,
-                                 name="storekit-flock").start()
-            else:
-                waiter.abandoned = False  # an earlier caller gave up; this one takes over
-        if waiter.got.wait(max(0.0, timeout)):
-            with self._state:
-                self._waiter = None
-            return True
-        with self._state:
-            if waiter.got.is_set():
-                self._waiter = None
-                return True
-            waiter.abandoned = True
-            return False
+    def wait_turn(self) -> None:
+        """Block until this process's turn; no timeout (WriteLease bounds the callers)."""
+        if not _OFD:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            return
+        self._lock(fcntl.F_OFD_SETLKW, fcntl.F_WRLCK, 0)
+        try:
+            raw = os.pread(self.fd, 8, 0)
+            ticket = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+            self._lock(fcntl.F_OFD_SETLK, fcntl.F_WRLCK, _TICKET_BASE + ticket % _TICKETS)
+            os.pwrite(self.fd, (ticket + 1).to_bytes(8, "little"), 0)
+        finally:
+            self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, 0)
+        before = _TICKET_BASE + (ticket - 1) % _TICKETS
+        self._lock(fcntl.F_OFD_SETLKW, fcntl.F_WRLCK, before)
+        self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, before)
+        self._ticket = ticket
 
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+    def end_turn(self) -> None:
+        if not _OFD:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            return
+        self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, _TICKET_BASE + self._ticket % _TICKETS)
 
     def close(self) -> None:
-        with self._state:
-            self._closed = True
-            if self._waiter is not None and not self._waiter.got.is_set():
-                # A helper is still blocked in flock on this descriptor; closing it now
-                # could let the number be reused under the helper. The helper closes it.
-                self._waiter.abandoned = True
-                return
-        os.close(self._fd)
+        os.close(self.fd)
 
+
+class WriteLease:
+    """Lends this process's cross-process turn to its writers for a time slice.
+
+    One background thread queues for the turn when a writer asks, holds it until the
+    slice is over and no write is in progress, then ends it. It alone touches the queue,
+    so a writer that gives up waiting (busy timeout) simply stops asking, and a blocked
+    kernel wait never needs a timeout. Callers are serialised by FairLock.
+    """
+
+    def __init__(self, path: str, slice_s: float) -> None:
+        self._queue = TicketQueue(path)
+        self._slice = slice_s
+        self._cv = threading.Condition(threading.Lock())
+        self._wanted = False
+        self._held = False
+        self._in_use = False
+        self._closed = False
+        self._slice_end = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
+        self._thread.start()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._cv:
+            if self._held and time.monotonic() < self._slice_end:
+                self._in_use = True
+                return True
+            self._wanted = True
+            self._cv.notify_all()
+            deadline = time.monotonic() + timeout
+            # The background thread marks the turn in use for this caller when it gets
+            # it, so a caller scheduled late still gets at least one write per turn.
+            while not self._in_use:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    self._wanted = False
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def release(self) -> None:
+        with self._cv:
+            self._in_use = False
+            if time.monotonic() >= self._slice_end:
+                self._cv.notify_all()
+
+    def _run(self) -> None:
+        cv = self._cv
+        try:
+            while True:
+                with cv:
+                    while not self._wanted and not self._closed:
+                        cv.wait()
+                    if self._closed:
+                        return
+                self._queue.wait_turn()
+                with cv:
+                    if self._wanted:  # else the caller gave up meanwhile: pass the turn on
+                        self._wanted = False
+                        self._held = self._in_use = True
+                        self._slice_end = time.monotonic() + self._slice
+                        cv.notify_all()
+                    while self._held and not self._closed:
+                        left = self._slice_end - time.monotonic()
+                        if left <= 0 and not self._in_use:
+                            break
+                        cv.wait(left if left > 0 else None)  # past the slice: release() wakes
+                    self._held = False
+                    self._queue.end_turn()
+        finally:
+            # The descriptor is closed here, never under a thread blocked in wait_turn.
+            self._queue.close()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
