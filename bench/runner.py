@@ -95,6 +95,10 @@ def agent_task(config_name: str, workload: str, url: str, ctx: AgentContext) -> 
         return drive(ctx, module.operation(db, ctx))
 
 
+def _worker_ready(_: int) -> None:
+    time.sleep(0.05)  # long enough that every worker takes one
+
+
 def _thread_agent(db: storekit.Database, workload: str, ctx: AgentContext) -> AgentResult:
     return drive(ctx, WORKLOADS[workload].operation(db, ctx))
 
@@ -153,6 +157,9 @@ class Runner:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
             self._pool = ctx.Pool(size)
+            # Spawned workers take seconds to start on a small machine; without this the
+            # first run's agents would start late and its first seconds would measure that.
+            self._pool.map(_worker_ready, range(size), chunksize=1)
         return self._pool
 
     def run_one(self, spec: RunSpec) -> Outcome:
@@ -164,6 +171,8 @@ class Runner:
         run_key = self.run_key
         with config.open(url) as db:
             module.prepare(db, run_key, roles)
+        # Workers are started before the clock, or the first run would measure their start.
+        pool = self.pool(max(self.max_roles(), 2)) if self.plan.workers == "processes" else None
         start_at = time.time() + START_MARGIN
         rate = self.plan.rate / len(roles) if self.plan.rate else None
         params = {"writers": roles.count("writer"), "sample_every": self.plan.sample_every}
@@ -174,8 +183,7 @@ class Runner:
             PgWaitSampler(url) if config.backend == "postgres" else contextlib.nullcontext()
         )
         with sampler as waits:
-            if self.plan.workers == "processes":
-                pool = self.pool(max(self.max_roles(), 2))
+            if pool is not None:
                 agent_results = pool.starmap(
                     agent_task, [(config.name, spec.workload, url, c) for c in contexts],
                     chunksize=1)

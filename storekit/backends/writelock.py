@@ -115,6 +115,13 @@ class TicketQueue:
         self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, before)
         self._ticket = ticket
 
+    def others_waiting(self) -> bool:
+        """Whether another process has queued since this one's turn began."""
+        if not _OFD:
+            return True  # flock cannot tell; always hand over
+        raw = os.pread(self.fd, 8, 0)
+        return len(raw) == 8 and int.from_bytes(raw, "little") > self._ticket + 1
+
     def end_turn(self) -> None:
         if not _OFD:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -141,6 +148,7 @@ class WriteLease:
         self._wanted = False
         self._held = False
         self._in_use = False
+        self._used = False  # the turn served a write since the slice began
         self._closed = False
         self._slice_end = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
@@ -148,8 +156,8 @@ class WriteLease:
 
     def acquire(self, timeout: float) -> bool:
         with self._cv:
-            if self._held and time.monotonic() < self._slice_end:
-                self._in_use = True
+            if self._held and (time.monotonic() < self._slice_end or self._extend()):
+                self._in_use = self._used = True
                 return True
             self._wanted = True
             self._cv.notify_all()
@@ -170,6 +178,17 @@ class WriteLease:
             if time.monotonic() >= self._slice_end:
                 self._cv.notify_all()
 
+    def _extend(self) -> bool:
+        """Start another slice if this process is busy and nobody else has queued.
+
+        A lone writer then pays no hand-offs; an idle process lets its turn go.
+        """
+        if not self._used or self._queue.others_waiting():
+            return False
+        self._used = False
+        self._slice_end = time.monotonic() + self._slice
+        return True
+
     def _run(self) -> None:
         cv = self._cv
         try:
@@ -184,12 +203,15 @@ class WriteLease:
                     if self._wanted:  # else the caller gave up meanwhile: pass the turn on
                         self._wanted = False
                         self._held = self._in_use = True
+                        self._used = False
                         self._slice_end = time.monotonic() + self._slice
                         cv.notify_all()
                     while self._held and not self._closed:
                         left = self._slice_end - time.monotonic()
                         if left <= 0 and not self._in_use:
-                            break
+                            if self._wanted or not self._extend():
+                                break
+                            continue
                         cv.wait(left if left > 0 else None)  # past the slice: release() wakes
                     self._held = False
                     self._queue.end_turn()
