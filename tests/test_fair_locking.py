@@ -83,8 +83,8 @@ def test_sidecar_turn_is_shared_by_processes(db_path: Path) -> None:
     holder = _holder(db_path, 1.0)
     lease = WriteLease(str(db_path) + "-storekit.lock", 0.002)
     try:
-        assert lease.acquire(0.2) is False  # the other process is mid-transaction
-        assert lease.acquire(5.0) is True  # and hands its turn over when it commits
+        assert lease.acquire(time.monotonic() + 0.2) is False  # the other process is mid-transaction
+        assert lease.acquire(time.monotonic() + 5.0) is True  # and hands its turn over when it commits
         lease.release()
     finally:
         lease.close()
@@ -175,11 +175,11 @@ def test_lease_timeout_leaves_it_usable(db_path: Path) -> None:
     lease = WriteLease(str(db_path) + "-storekit.lock", 0.002)
     try:
         for _ in range(3):
-            assert lease.acquire(0.05) is False
+            assert lease.acquire(time.monotonic() + 0.05) is False
         holder.communicate()
-        assert lease.acquire(5.0) is True
+        assert lease.acquire(time.monotonic() + 5.0) is True
         lease.release()
-        assert lease.acquire(5.0) is True  # again, within or after the slice
+        assert lease.acquire(time.monotonic() + 5.0) is True  # again, within or after the slice
         lease.release()
     finally:
         lease.close()

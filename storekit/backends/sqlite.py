@@ -261,8 +261,7 @@ class SqliteBackend:
             except OSError:
                 self._lease = None  # a read-only folder: SQLite's busy handler alone
         if self._lease is not None:
-            left = timeout - (time.monotonic() - started)
-            if not self._lease.acquire(left):
+            if not self._lease.acquire(started + timeout):
                 self._lock.release()
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
                                 " (held by another process)")

@@ -135,10 +135,13 @@ class TicketQueue:
 class WriteLease:
     """Lends this process's cross-process turn to its writers for a time slice.
 
-    One background thread queues for the turn when a writer asks, holds it until the
-    slice is over and no write is in progress, then ends it. It alone touches the queue,
-    so a writer that gives up waiting (busy timeout) simply stops asking, and a blocked
-    kernel wait never needs a timeout. Callers are serialised by FairLock.
+    One background thread queues for the turn when a writer asks and hands it to that
+    writer; writers keep it while their slice lasts, and the writer that finds the slice
+    over ends the turn itself (unless nobody else has queued), so a hand-off costs no
+    extra thread switch. The thread also ends a turn the process has stopped using.
+    Only that thread waits in the queue, so a writer that gives up (busy timeout) simply
+    stops asking, and the kernel wait never needs a timeout. Callers are serialised by
+    FairLock.
     """
 
     def __init__(self, path: str, slice_s: float) -> None:
@@ -148,20 +151,22 @@ class WriteLease:
         self._wanted = False
         self._held = False
         self._in_use = False
-        self._used = False  # the turn served a write since the slice began
+        self._used = False  # a write started since the slice began
         self._closed = False
         self._slice_end = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
         self._thread.start()
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, deadline: float) -> bool:
+        """Wait until time.monotonic() reaches deadline at most; False if it did."""
         with self._cv:
-            if self._held and (time.monotonic() < self._slice_end or self._extend()):
-                self._in_use = self._used = True
-                return True
+            if self._held:
+                if time.monotonic() < self._slice_end or self._extend():
+                    self._in_use = self._used = True
+                    return True
+                self._end_turn()  # slice over and others queue: to the back of the line
             self._wanted = True
             self._cv.notify_all()
-            deadline = time.monotonic() + timeout
             # The background thread marks the turn in use for this caller when it gets
             # it, so a caller scheduled late still gets at least one write per turn.
             while not self._in_use:
@@ -175,19 +180,21 @@ class WriteLease:
     def release(self) -> None:
         with self._cv:
             self._in_use = False
-            if time.monotonic() >= self._slice_end:
-                self._cv.notify_all()
+            if time.monotonic() >= self._slice_end and not self._extend():
+                self._end_turn()
 
     def _extend(self) -> bool:
-        """Start another slice if this process is busy and nobody else has queued.
-
-        A lone writer then pays no hand-offs; an idle process lets its turn go.
-        """
-        if not self._used or self._queue.others_waiting():
+        """Start another slice if nobody else has queued: a lone writer pays no hand-offs."""
+        if self._queue.others_waiting():
             return False
         self._used = False
         self._slice_end = time.monotonic() + self._slice
         return True
+
+    def _end_turn(self) -> None:
+        self._held = False
+        self._queue.end_turn()
+        self._cv.notify_all()
 
     def _run(self) -> None:
         cv = self._cv
@@ -200,21 +207,23 @@ class WriteLease:
                         return
                 self._queue.wait_turn()
                 with cv:
+                    self._held = True
+                    self._used = False
                     if self._wanted:  # else the caller gave up meanwhile: pass the turn on
                         self._wanted = False
-                        self._held = self._in_use = True
-                        self._used = False
+                        self._in_use = True
                         self._slice_end = time.monotonic() + self._slice
                         cv.notify_all()
-                    while self._held and not self._closed:
+                    else:
+                        self._slice_end = 0.0
+                    # Watch for a turn left idle: writers end busy turns themselves.
+                    while self._held:
                         left = self._slice_end - time.monotonic()
-                        if left <= 0 and not self._in_use:
-                            if self._wanted or not self._extend():
-                                break
-                            continue
-                        cv.wait(left if left > 0 else None)  # past the slice: release() wakes
-                    self._held = False
-                    self._queue.end_turn()
+                        if self._closed or (left <= 0 and not self._in_use
+                                            and (not self._used or not self._extend())):
+                            self._end_turn()
+                        else:
+                            cv.wait(left if left > 0 else self._slice)
         finally:
             # The descriptor is closed here, never under a thread blocked in wait_turn.
             self._queue.close()
