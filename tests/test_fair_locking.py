@@ -83,8 +83,9 @@ def test_sidecar_turn_is_shared_by_processes(db_path: Path) -> None:
     holder = _holder(db_path, 1.0)
     lease = WriteLease(str(db_path) + "-storekit.lock", 0.002)
     try:
-        assert lease.acquire(time.monotonic() + 0.2) is False  # the other process is mid-transaction
-        assert lease.acquire(time.monotonic() + 5.0) is True  # and hands its turn over when it commits
+        # The other process is mid-transaction, and hands its turn over when it commits.
+        assert lease.acquire(time.monotonic() + 0.2) is False
+        assert lease.acquire(time.monotonic() + 5.0) is True
         lease.release()
     finally:
         lease.close()

@@ -260,11 +260,10 @@ class SqliteBackend:
                                          self.options.lock_slice_ms / 1000)
             except OSError:
                 self._lease = None  # a read-only folder: SQLite's busy handler alone
-        if self._lease is not None:
-            if not self._lease.acquire(started + timeout):
-                self._lock.release()
-                raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
-                                " (held by another process)")
+        if self._lease is not None and not self._lease.acquire(started + timeout):
+            self._lock.release()
+            raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
+                            " (held by another process)")
 
     def _release_writer(self) -> None:
         if self._lease is not None:
