@@ -29,12 +29,48 @@ def headline(run: results.Run) -> str:
             cells = [fmt.format(v) if pd.notna(v) else "-" for v in row]
             lines.append(f"| {config} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines.extend(fair_locking_table(s))
     lines.append("**Claims of the seed document**\n")
     lines.append("| claim | verdict | evidence |")
     lines.append("|---|---|---|")
     for c in recommend.claims(s):
         lines.append(f"| {c.claim} | {c.verdict} | {c.evidence} |")
     return "\n".join(lines)
+
+
+def fair_locking_table(s: pd.DataFrame) -> list[str]:
+    """sqlite-wal (fair hand-off) against sqlite-wal-stock, per agent count."""
+    aw = s[s["workload"] == "agent-write"]
+
+    def med(config: str, metric: str, op: str) -> pd.Series:
+        f = aw[(aw["config"] == config) & (aw["metric"] == metric) & (aw["op"] == op)]
+        series: pd.Series = f.groupby("agents")["value"].median()
+        return series
+
+    if not {"sqlite-wal", "sqlite-wal-stock"} <= set(aw["config"]):
+        return []
+    cols = {
+        "commits/s fair": med("sqlite-wal", "ops_per_s", "all"),
+        "commits/s stock": med("sqlite-wal-stock", "ops_per_s", "all"),
+        "share max/min fair": med("sqlite-wal", "fairness_share_ratio", "all"),
+        "share max/min stock": med("sqlite-wal-stock", "fairness_share_ratio", "all"),
+        "p99.9 ms fair": med("sqlite-wal", "latency_p99.9_ms", "transaction"),
+        "p99.9 ms stock": med("sqlite-wal-stock", "latency_p99.9_ms", "transaction"),
+        "max ms fair": med("sqlite-wal", "latency_max_ms", "transaction"),
+        "max ms stock": med("sqlite-wal-stock", "latency_max_ms", "transaction"),
+    }
+    table = pd.DataFrame(cols)
+    table.insert(2, "fair/stock", table["commits/s fair"] / table["commits/s stock"])
+    lines = ["**agent-write: fair hand-off (sqlite-wal) against the stock busy handler "
+             "(sqlite-wal-stock)** (medians)\n",
+             "| agents | " + " | ".join(table.columns) + " |",
+             "|---|" + "---|" * len(table.columns)]
+    for agents, row in table.iterrows():
+        cells = [f"{v:,.0f}" if v >= 100 else f"{v:,.2f}" if v < 10 else f"{v:,.1f}"
+                 for v in row]
+        lines.append(f"| {agents} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,3 +199,17 @@ def test_calibration_workload_verifies_too(tmp_path: Path) -> None:
                                                           "detail": ""}
         db.run("DELETE FROM bench_insert WHERE id = (SELECT MAX(id) FROM bench_insert)")
         assert single_insert.verify(db, 1, [result])["lost"] == 1
+
+
+def test_headline_compares_fair_and_stock_locking(
+        short_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    from bench.headline import headline
+
+    _, out = short_run
+    text = headline(results.load(results_dir=out))
+    table = text.split("fair hand-off (sqlite-wal) against the stock busy handler")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 10  # agents, two throughputs, their ratio, three pairs
+    fair, stock, ratio = (float(c.replace(",", "")) for c in cells[1:4])
+    assert ratio == pytest.approx(fair / stock, rel=0.05)
