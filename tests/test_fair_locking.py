@@ -247,3 +247,39 @@ def test_both_modes_serve_concurrent_threads(db_path: Path, fair: bool) -> None:
         assert db.get("SELECT COUNT(*) AS c FROM t") == {"c": 600}
     sidecar = Path(str(db_path) + "-storekit.lock")
     assert sidecar.exists() is fair
+
+
+def test_a_lone_writer_keeps_its_turn(db_path: Path) -> None:
+    sidecar = Path(str(db_path) + "-storekit.lock")
+    with storekit.open_database(db_path) as db:
+        db.run("INSERT INTO t VALUES (0)")
+        drawn = _tickets_drawn(sidecar)
+        until = time.monotonic() + 0.2  # a hundred 2 ms slices
+        while time.monotonic() < until:
+            db.run("INSERT INTO t VALUES (1)")
+        # Nobody else queued, so no slice ended in a hand-off and a new ticket.
+        assert _tickets_drawn(sidecar) == drawn
+
+
+BUSY = """
+import sys, time, storekit
+db = storekit.open_database(sys.argv[1])
+db.run("INSERT INTO t VALUES (1)")
+print("holding", flush=True)
+until = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < until:
+    db.run("INSERT INTO t VALUES (1)")
+"""
+
+
+def test_a_busy_process_hands_over_to_one_that_queues(db_path: Path) -> None:
+    busy = _holder(db_path, 20, BUSY)  # writes back to back, never idle
+    try:
+        options = storekit.SqliteOptions(busy_timeout_ms=2000)
+        with storekit.open_database(db_path, sqlite=options) as db:
+            for i in range(20):
+                db.run("INSERT INTO t VALUES (?)", (100 + i,))  # BusyError if starved
+            assert busy.poll() is None  # the other process was still writing throughout
+    finally:
+        busy.kill()
+        busy.communicate()
