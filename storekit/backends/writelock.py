@@ -121,12 +121,16 @@ class TicketQueue:
         self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, before)
         self._ticket = ticket
 
-    def others_waiting(self) -> bool:
-        """Whether another process has queued since this one's turn began."""
+    def waiting(self) -> int:
+        """How many processes have queued behind this one (1 where flock cannot tell)."""
         if not _OFD:
-            return True  # flock cannot tell; always hand over
+            return 1
         raw = os.pread(self.fd, 8, 0)
-        return len(raw) == 8 and int.from_bytes(raw, "little") > self._ticket + 1
+        drawn = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+        return max(0, drawn - self._ticket - 1)
+
+    def others_waiting(self) -> bool:
+        return self.waiting() > 0
 
     def end_turn(self) -> None:
         if not _OFD:
@@ -136,6 +140,10 @@ class TicketQueue:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+ROUND_S = 0.032  # target time for every queued process to have had one turn
+MAX_SLICE_S = 0.016
 
 
 class WriteLease:
@@ -218,7 +226,12 @@ class WriteLease:
                     if self._wanted:  # else the caller gave up meanwhile: pass the turn on
                         self._wanted = False
                         self._in_use = True
-                        self._slice_end = time.monotonic() + self._slice
+                        # Fewer writers get longer slices, so a round of the queue
+                        # takes about ROUND_S whatever their number: fewer hand-offs,
+                        # the same bound on a writer's wait.
+                        share = ROUND_S / (self._queue.waiting() + 1)
+                        self._slice_end = time.monotonic() + min(max(self._slice, share),
+                                                                 MAX_SLICE_S)
                         cv.notify_all()
                     else:
                         self._slice_end = 0.0
