@@ -135,6 +135,7 @@ else:
         if log:
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylim(bottom=0)  # a ratio near 1 should look like one
     if aw["agents"].max() == 1:
         axes[2].set_visible(False)  # share ratios need more than one agent
     style.save(fig, "01-fair-locking", OUTPUT_DIR)

@@ -64,7 +64,7 @@ class SqliteOptions:
     foreign_keys: bool = True
     begin: str = "immediate"  # "deferred" reproduces Python's stdlib default
     fair_locking: bool = True  # FIFO write-lock hand-off across threads and processes
-    lock_slice_ms: float = 2.0  # with fair_locking, how long a process keeps its turn
+    lock_slice_ms: float = 2.0  # with fair_locking, a process's shortest turn at writing
     cache_size_kib: int = 20_000
     wal_autocheckpoint: int = 1000
     journal_size_limit: int = 64 * 1024 * 1024

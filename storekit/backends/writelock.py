@@ -20,8 +20,10 @@ cold cache in the next process) per slice instead. The slice length is the trade
 the stock handler lets a second core run the next writer's Python while the first is inside
 SQLite, turns do not. With the harness's agent-write at 16 processes, slices of 2 / 3 / 4 ms
 gave 0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70 ms; letting two
-processes hold turns at once (to use both cores) gave 0.74x with a worse tail. 2 ms keeps a
-round of 16 writers under 50 ms.
+processes hold turns at once (to use both cores) gave 0.74x with a worse tail. So a turn
+lasts ROUND_S divided by the number of queued processes (at least lock_slice_ms, 2 ms): a
+round of the queue takes about 32 ms whatever the number of writers, and fewer writers pay
+fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 / 0.81x to 0.97 / 0.89 / 0.88x).
 
 The busy timeout bounds the whole wait and a timeout still raises BusyError. Programs that
 do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
