@@ -9,6 +9,13 @@ import pandas as pd
 from bench import recommend, results
 
 
+def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
+    """One metric's median over repetitions: a row per config, a column per agent count."""
+    f = s[(s["workload"] == workload) & (s["metric"] == metric) & (s["op"] == op)]
+    table: pd.DataFrame = f.groupby(["config", "agents"])["value"].median().unstack("agents")
+    return table
+
+
 def headline(run: results.Run) -> str:
     s = run.summary
     lines = []
@@ -20,8 +27,7 @@ def headline(run: results.Run) -> str:
          "read-while-write: reader p99 latency (ms)", "{:,.2f}"),
         ("search", "latency_p50_ms", "search", "search: p50 latency (ms)", "{:,.2f}"),
     ):
-        f = s[(s["workload"] == workload) & (s["metric"] == metric) & (s["op"] == op)]
-        table = f.groupby(["config", "agents"])["value"].median().unstack("agents")
+        table = medians(s, workload, metric, op)
         lines.append(f"**{title}** (median of {run.meta['plan']['repetitions']} runs)\n")
         lines.append("| config | " + " | ".join(f"{a} agents" for a in table.columns) + " |")
         lines.append("|---|" + "---|" * len(table.columns))
@@ -40,25 +46,17 @@ def headline(run: results.Run) -> str:
 
 def fair_locking_table(s: pd.DataFrame) -> list[str]:
     """sqlite-wal (fair hand-off) against sqlite-wal-stock, per agent count."""
-    aw = s[s["workload"] == "agent-write"]
-
-    def med(config: str, metric: str, op: str) -> pd.Series:
-        f = aw[(aw["config"] == config) & (aw["metric"] == metric) & (aw["op"] == op)]
-        series: pd.Series = f.groupby("agents")["value"].median()
-        return series
-
-    if not {"sqlite-wal", "sqlite-wal-stock"} <= set(aw["config"]):
+    pair = ("sqlite-wal", "sqlite-wal-stock")
+    if not set(pair) <= set(s[s["workload"] == "agent-write"]["config"]):
         return []
-    cols = {
-        "commits/s fair": med("sqlite-wal", "ops_per_s", "all"),
-        "commits/s stock": med("sqlite-wal-stock", "ops_per_s", "all"),
-        "share max/min fair": med("sqlite-wal", "fairness_share_ratio", "all"),
-        "share max/min stock": med("sqlite-wal-stock", "fairness_share_ratio", "all"),
-        "p99.9 ms fair": med("sqlite-wal", "latency_p99.9_ms", "transaction"),
-        "p99.9 ms stock": med("sqlite-wal-stock", "latency_p99.9_ms", "transaction"),
-        "max ms fair": med("sqlite-wal", "latency_max_ms", "transaction"),
-        "max ms stock": med("sqlite-wal-stock", "latency_max_ms", "transaction"),
-    }
+    cols = {}
+    for metric, op, label in (("ops_per_s", "all", "commits/s"),
+                              ("fairness_share_ratio", "all", "share max/min"),
+                              ("latency_p99.9_ms", "transaction", "p99.9 ms"),
+                              ("latency_max_ms", "transaction", "max ms")):
+        table = medians(s, "agent-write", metric, op)
+        for config, mode in zip(pair, ("fair", "stock"), strict=True):
+            cols[f"{label} {mode}"] = table.loc[config]
     table = pd.DataFrame(cols)
     table.insert(2, "fair/stock", table["commits/s fair"] / table["commits/s stock"])
     lines = ["**agent-write: fair hand-off (sqlite-wal) against the stock busy handler "

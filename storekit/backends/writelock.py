@@ -112,8 +112,7 @@ class TicketQueue:
             return
         self._lock(fcntl.F_OFD_SETLKW, fcntl.F_WRLCK, 0)
         try:
-            raw = os.pread(self.fd, 8, 0)
-            ticket = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+            ticket = self._drawn()
             self._lock(fcntl.F_OFD_SETLK, fcntl.F_WRLCK, _TICKET_BASE + ticket % _TICKETS)
             os.pwrite(self.fd, (ticket + 1).to_bytes(8, "little"), 0)
         finally:
@@ -123,13 +122,16 @@ class TicketQueue:
         self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, before)
         self._ticket = ticket
 
+    def _drawn(self) -> int:
+        """Tickets drawn so far: the counter at offset 0 (an empty file has drawn none)."""
+        raw = os.pread(self.fd, 8, 0)
+        return int.from_bytes(raw, "little") if len(raw) == 8 else 0
+
     def waiting(self) -> int:
         """How many processes have queued behind this one (1 where flock cannot tell)."""
         if not _OFD:
             return 1
-        raw = os.pread(self.fd, 8, 0)
-        drawn = int.from_bytes(raw, "little") if len(raw) == 8 else 0
-        return max(0, drawn - self._ticket - 1)
+        return max(0, self._drawn() - self._ticket - 1)
 
     def others_waiting(self) -> bool:
         return self.waiting() > 0
