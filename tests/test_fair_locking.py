@@ -150,6 +150,30 @@ def test_a_queued_process_that_dies_does_not_block_the_queue(tmp_path: Path) -> 
     assert log.read_text().split() == ["1"]
 
 
+def test_a_dead_queued_process_does_not_let_the_next_overlap_the_holder(
+        tmp_path: Path) -> None:
+    sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
+    mine = TicketQueue(str(sidecar))
+    mine.wait_turn()
+    procs = []
+    try:
+        for n in range(2):
+            before = _tickets_drawn(sidecar)
+            procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
+                                           str(log), str(n)]))
+            while _tickets_drawn(sidecar) == before:
+                time.sleep(0.005)
+        procs[0].kill()
+        procs[0].wait()
+        time.sleep(0.3)  # time enough for the survivor to run if it only watched the dead one
+        assert not log.exists(), "the survivor started while this process held the turn"
+    finally:
+        mine.end_turn()
+        assert procs[1].wait(30) == 0
+        mine.close()
+    assert log.read_text().split() == ["1"]
+
+
 IDLE = """
 import sys, time, storekit
 db = storekit.open_database(sys.argv[1])

@@ -28,9 +28,9 @@ fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 / 0.81x to 0.97 / 0.89 
 The busy timeout bounds the whole wait and a timeout still raises BusyError. Programs that
 do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
 busy handler; the sidecar only orders storekit writers and is always taken before SQLite's
-lock, so the two cannot deadlock. It guards fairness, never data: if a process dies while
-queued, its successor may overlap the current holder, and SQLite's own lock still keeps
-them apart.
+lock, so the two cannot deadlock. It guards fairness, never data: if two processes queued
+one behind the other die, the next may overlap the current holder, and SQLite's own lock
+still keeps them apart.
 """
 
 from __future__ import annotations
@@ -106,7 +106,12 @@ class TicketQueue:
         fcntl.fcntl(self.fd, cmd, struct.pack("hhqqi", kind, os.SEEK_SET, start, 1, 0))
 
     def wait_turn(self) -> None:
-        """Block until this process's turn; no timeout (WriteLease bounds the callers)."""
+        """Block until this process's turn; no timeout (WriteLease bounds the callers).
+
+        The wait covers the two tickets ahead, not just the one before: if the process
+        queued just ahead dies, its lock vanishes, and this one must still wait for the
+        holder. (Two processes dying in a row can still let one overlap the holder.)
+        """
         if not _OFD:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
             return
@@ -117,9 +122,13 @@ class TicketQueue:
             os.pwrite(self.fd, (ticket + 1).to_bytes(8, "little"), 0)
         finally:
             self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, 0)
-        before = _TICKET_BASE + (ticket - 1) % _TICKETS
-        self._lock(fcntl.F_OFD_SETLKW, fcntl.F_WRLCK, before)
-        self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, before)
+        for ahead in (1, 2):
+            # The ticket before first: a release then wakes only the next process, and
+            # the second wait returns at once unless the one before has died. Read locks,
+            # as two processes can then wait on the same byte.
+            byte = _TICKET_BASE + (ticket - ahead) % _TICKETS
+            self._lock(fcntl.F_OFD_SETLKW, fcntl.F_RDLCK, byte)
+            self._lock(fcntl.F_OFD_SETLK, fcntl.F_UNLCK, byte)
         self._ticket = ticket
 
     def _drawn(self) -> int:
