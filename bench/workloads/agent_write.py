@@ -49,7 +49,7 @@ def prepare(db: Database, run_key: int, roles: list[str]) -> None:
                  for i in range(len(roles))])
 
 
-def _documents(seed: int) -> list[dict[str, Any]]:
+def documents(seed: int) -> list[dict[str, Any]]:
     corpus = Corpus(seed=seed)
     docs = []
     for i in range(16):
@@ -62,7 +62,7 @@ def _documents(seed: int) -> list[dict[str, Any]]:
 
 def operation(db: Database, ctx: AgentContext) -> Operation:
     me = agent_id(ctx.run_key, ctx.agent)
-    docs = _documents(ctx.seed)
+    docs = documents(ctx.seed)
     rng = random.Random(ctx.seed)
     clock = time.perf_counter
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
+from storekit.backends.checkpoint import Checkpointer
 from storekit.backends.writelock import FairLock, WriteLease
 from storekit.errors import BusyError, DatabaseUnavailable, StoreError, from_sqlite
 from storekit.params import Params, adapt_sqlite, check_params, sqlite_values, translate
@@ -162,6 +163,12 @@ class SqliteBackend:
         self._busy_timeout = self.options.busy_timeout_ms / 1000
         self._lease_tried = self.memory or not self.options.fair_locking
         self._writer = SqliteHandle(self._connect(), self.where)
+        self._checkpoints: Checkpointer | None = None
+        o = self.options
+        if (o.fair_locking and not self.memory and o.journal_mode.lower() == "wal"
+                and o.wal_autocheckpoint > 0):
+            self._checkpoints = Checkpointer(self.path, o.wal_autocheckpoint, self._connect)
+            self._writer.conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -264,11 +271,22 @@ class SqliteBackend:
             self._lock.release()
             raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
                             " (held by another process)")
+        if self._checkpoints is not None and self._checkpoints.tail_pending:
+            self._checkpoints.run(in_turn=True)  # the short tail, in this turn (see checkpoint.py)
 
     def _release_writer(self) -> None:
+        outside = False
+        if self._checkpoints is not None and self._checkpoints.due():
+            if self._lease is not None and self._lease.others_waiting():
+                outside = True
+            else:
+                self._checkpoints.run(in_turn=True)  # nobody waits for the turn
         if self._lease is not None:
-            self._lease.release()
+            self._lease.release(hand_over=outside)
         self._lock.release()
+        if outside:
+            assert self._checkpoints is not None
+            self._checkpoints.run(in_turn=False)  # the bulk, while the next process writes
 
     def _reader(self) -> SqliteHandle:
         handle: SqliteHandle | None = getattr(self._local, "reader", None)
@@ -371,6 +389,9 @@ class SqliteBackend:
                  "wal_autocheckpoint", "journal_size_limit", "page_size", "mmap_size")
         with self._lock:
             found = {n: self._writer.conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
+        if self._checkpoints is not None:
+            # The write connection's own is off: storekit checkpoints (checkpoint.py).
+            found["wal_autocheckpoint"] = self.options.wal_autocheckpoint
         found["begin"] = self._begin
         found["sqlite_version"] = sqlite3.sqlite_version
         found["path"] = self.path
@@ -385,3 +406,5 @@ class SqliteBackend:
             self._writer.conn.close()
         if self._lease is not None:
             self._lease.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()

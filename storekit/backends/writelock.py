@@ -204,11 +204,17 @@ class WriteLease:
                 self._cv.wait(left)
             return True
 
-    def release(self) -> None:
+    def release(self, *, hand_over: bool = False) -> None:
+        """Give the turn back to the process; it ends when the slice is over, or at once
+        with hand_over."""
         with self._cv:
             self._in_use = False
-            if time.monotonic() >= self._slice_end and not self._extend():
+            if self._held and (hand_over or (time.monotonic() >= self._slice_end
+                                             and not self._extend())):
                 self._end_turn()
+
+    def others_waiting(self) -> bool:
+        return self._queue.others_waiting()
 
     def _extend(self) -> bool:
         """Start another slice if nobody else has queued: a lone writer pays no hand-offs."""

@@ -1,0 +1,113 @@
+"""Checkpoints under fair hand-off: read from the real wal-index, and the WAL restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import storekit
+from storekit.backends.checkpoint import Checkpointer
+
+
+def _wal_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (x TEXT)")
+    return conn
+
+
+def test_due_follows_the_frames_sqlite_wrote_and_copied_back(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    conn = _wal_db(path)
+    checkpoints = Checkpointer(str(path), 20, lambda: sqlite3.connect(path))
+    try:
+        for _ in range(5):
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 3000,))
+        assert not checkpoints.due()  # a handful of frames
+        for _ in range(30):
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 3000,))
+        assert checkpoints.due()
+        checkpoints.run(in_turn=False)
+        assert checkpoints.runs == 1
+        assert checkpoints.tail_pending
+        assert not checkpoints.due()  # every frame copied back
+        checkpoints.run(in_turn=True)
+        assert not checkpoints.tail_pending
+    finally:
+        checkpoints.close()
+        conn.close()
+
+
+def test_a_fresh_file_is_not_due(tmp_path: Path) -> None:
+    checkpoints = Checkpointer(str(tmp_path / "none.db"), 1, lambda: sqlite3.connect(":memory:"))
+    assert not checkpoints.due()
+    checkpoints.close()
+
+
+def _mx_frame(path: Path) -> int:
+    return int.from_bytes(Path(str(path) + "-shm").read_bytes()[16:20], sys.byteorder)
+
+
+def test_the_tail_checkpoint_lets_the_next_commit_restart_the_wal(tmp_path: Path) -> None:
+    """What the design relies on: frames written during an outside-the-turn checkpoint
+    keep the WAL growing until a checkpoint copies them too."""
+    path = tmp_path / "tail.db"
+    conn = _wal_db(path)
+    checkpoints = Checkpointer(str(path), 10, lambda: sqlite3.connect(path))
+    try:
+        for _ in range(20):
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 3000,))
+        checkpoints.run(in_turn=False)  # the bulk
+        for _ in range(3):  # others write meanwhile
+            conn.execute("INSERT INTO t VALUES (?)", ("y" * 3000,))
+        grown = _mx_frame(path)
+        conn.execute("INSERT INTO t VALUES ('z')")
+        assert _mx_frame(path) > grown  # appended: the WAL did not restart
+        checkpoints.run(in_turn=True)  # the tail
+        conn.execute("INSERT INTO t VALUES ('z')")
+        assert _mx_frame(path) < grown  # restarted from the beginning
+    finally:
+        checkpoints.close()
+        conn.close()
+
+
+WRITER = """
+import sys, time, storekit
+options = storekit.SqliteOptions(wal_autocheckpoint=50)
+with storekit.open_database(sys.argv[1], sqlite=options) as db:
+    until = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < until:
+        db.run("INSERT INTO t VALUES (?)", ("x" * 1000,))
+"""
+
+
+def test_the_wal_keeps_restarting_while_processes_take_turns(tmp_path: Path) -> None:
+    """Checkpoints run outside the turn while others write; the WAL must still restart
+    (a WAL that never restarts grows without bound)."""
+    path = tmp_path / "turns.db"
+    _wal_db(path).close()
+    wal = Path(str(path) + "-wal")
+    with storekit.open_database(path) as db:  # keeps the WAL and wal-index alive throughout
+        db.run("INSERT INTO t VALUES ('seed')")
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), "3"])
+                 for _ in range(3)]
+        shm = Path(str(path) + "-shm")
+        frames, restarts, peak = 0, 0, 0
+        while any(p.poll() is None for p in procs):
+            now = int.from_bytes(shm.read_bytes()[16:20], sys.byteorder)  # mxFrame
+            restarts += now < frames
+            frames = now
+            peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+            time.sleep(0.005)
+        assert all(p.wait() == 0 for p in procs)
+        rows = db.get("SELECT COUNT(*) AS n FROM t")
+    assert rows is not None
+    assert rows["n"] > 100
+    # Measured on 2 cores: 200-240 restarts and a peak of 6-10 MB; SQLite's own automatic
+    # checkpoint under the stock busy handler, same load: 84-127 and 38-56 MB.
+    assert restarts >= 3, f"the WAL restarted {restarts} times"
+    assert peak < 32 * 2**20, f"the WAL grew to {peak} bytes with a 50-page threshold"
