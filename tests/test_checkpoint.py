@@ -111,3 +111,16 @@ def test_the_wal_keeps_restarting_while_processes_take_turns(tmp_path: Path) -> 
     # checkpoint under the stock busy handler, same load: 84-127 and 38-56 MB.
     assert restarts >= 3, f"the WAL restarted {restarts} times"
     assert peak < 32 * 2**20, f"the WAL grew to {peak} bytes with a 50-page threshold"
+
+
+def test_exclusive_locking_mode_keeps_sqlites_own_checkpoint(tmp_path: Path) -> None:
+    options = storekit.SqliteOptions(wal_autocheckpoint=20,
+                                     extra_pragmas={"locking_mode": "EXCLUSIVE"})
+    path = tmp_path / "exclusive.db"
+    with storekit.open_database(path, sqlite=options) as db:
+        db.exec("CREATE TABLE t (x TEXT)")
+        for _ in range(200):
+            db.run("INSERT INTO t VALUES (?)", ("x" * 3000,))
+        assert db.settings["wal_autocheckpoint"] == 20
+        # SQLite's own checkpoint kept restarting the WAL: far below 200 pages of frames.
+        assert Path(str(path) + "-wal").stat().st_size < 100 * 4096

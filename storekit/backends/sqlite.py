@@ -165,8 +165,10 @@ class SqliteBackend:
         self._writer = SqliteHandle(self._connect(), self.where)
         self._checkpoints: Checkpointer | None = None
         o = self.options
+        # Exclusive locking mode keeps the wal-index in heap memory: no -shm to read.
+        shared = "locking_mode" not in {k.lower() for k in o.extra_pragmas}
         if (o.fair_locking and not self.memory and o.journal_mode.lower() == "wal"
-                and o.wal_autocheckpoint > 0):
+                and o.wal_autocheckpoint > 0 and shared):
             self._checkpoints = Checkpointer(self.path, o.wal_autocheckpoint, self._connect)
             self._writer.conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
@@ -398,6 +400,8 @@ class SqliteBackend:
         return found
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()  # unmaps the wal-index before the writer lets it go
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
@@ -406,5 +410,3 @@ class SqliteBackend:
             self._writer.conn.close()
         if self._lease is not None:
             self._lease.close()
-        if self._checkpoints is not None:
-            self._checkpoints.close()
