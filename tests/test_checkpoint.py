@@ -124,3 +124,36 @@ def test_exclusive_locking_mode_keeps_sqlites_own_checkpoint(tmp_path: Path) -> 
         assert db.settings["wal_autocheckpoint"] == 20
         # SQLite's own checkpoint kept restarting the WAL: far below 200 pages of frames.
         assert Path(str(path) + "-wal").stat().st_size < 100 * 4096
+
+
+PROBE = """
+import fcntl, struct, sys
+with open(sys.argv[1], "rb") as f:
+    # SQLite's "DMS" byte of the -shm file: a shared lock while any connection uses it.
+    probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 128, 1, 0)
+    kind = struct.unpack("hhqqi", fcntl.fcntl(f, fcntl.F_GETLK, probe))[0]
+print("locked" if kind != fcntl.F_UNLCK else "free")
+"""
+
+
+def _dms(path: Path) -> str:
+    shm = str(path) + "-shm"
+    return subprocess.run([sys.executable, "-c", PROBE, shm], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_closing_one_database_keeps_sqlites_locks_for_another(tmp_path: Path) -> None:
+    """Closing any descriptor of the -shm file drops the process's POSIX locks on it,
+    SQLite's included: the wal-index map must not close one while a connection is open."""
+    path = tmp_path / "two.db"
+    _wal_db(path).close()
+    first = storekit.open_database(path)
+    second = storekit.open_database(tmp_path / "." / "two.db")  # another spelling
+    for db in (first, second):
+        db.run("INSERT INTO t VALUES ('x')")  # each maps the wal-index header
+    assert _dms(path) == "locked"
+    first.close()
+    assert _dms(path) == "locked"  # still held for the second Database's connections
+    second.run("INSERT INTO t VALUES ('y')")
+    assert second.get("SELECT COUNT(*) AS n FROM t") == {"n": 3}
+    second.close()

@@ -43,10 +43,10 @@ class Checkpointer:
     """Decides when the WAL needs a checkpoint and runs it without holding the write turn."""
 
     def __init__(self, path: str, pages: int, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._shm_path = path + "-shm"
+        self._shm_path = os.path.realpath(path) + "-shm"  # one map per file, however named
         self._pages = pages
         self._connect = connect
-        self._header: mmap.mmap | None = None
+        self._header: mmap.mmap | None = None  # the wal-index header, mapped read-only
         self._conn: sqlite3.Connection | None = None
         self._running = threading.Lock()  # one checkpoint per process at a time
         self.tail_pending = False  # a checkpoint ran outside the turn: finish it in one
@@ -54,30 +54,12 @@ class Checkpointer:
 
     def due(self) -> bool:
         """True when at least `pages` frames of the WAL are not yet being copied back."""
-        if self._header is None and not self._map():
-            return False
-        assert self._header is not None
+        if self._header is None:
+            self._header = _attach(self._shm_path)
+            if self._header is None:
+                return False
         frames, attempted = _SPAN.unpack_from(self._header, _MX_FRAME)
         return int(frames) - int(attempted) >= self._pages
-
-    def _map(self) -> bool:
-        """Map the wal-index header: read once per commit, a syscall would cost ~1 us.
-
-        Safe from truncation: SQLite only truncates the -shm file when no connection has
-        it open, and this process's write connection keeps it open (close() unmaps
-        first). The file is at least one 32 KiB wal-index block once it exists.
-        """
-        try:
-            fd = os.open(self._shm_path, os.O_RDONLY)
-        except OSError:
-            return False  # not created yet: nothing written through the WAL
-        try:
-            if os.fstat(fd).st_size < _HEADER:
-                return False
-            self._header = mmap.mmap(fd, _HEADER, access=mmap.ACCESS_READ)
-            return True
-        finally:
-            os.close(fd)
 
     def run(self, *, in_turn: bool) -> None:
         """A PASSIVE checkpoint; skipped if another thread of this process is running one.
@@ -99,10 +81,55 @@ class Checkpointer:
             self._running.release()
 
     def close(self) -> None:
+        """Call after this Database's connections are closed (see _attach)."""
         with self._running:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
             if self._header is not None:
-                self._header.close()
+                _detach(self._shm_path)
                 self._header = None
+
+
+# One read-only map of each -shm file per process, shared by every Database on that file.
+# Closing any descriptor of a file drops all POSIX locks the process holds on it, SQLite's
+# included (its shared "DMS" lock keeps other processes from truncating the file, and its
+# WAL read and write locks keep writers apart). So the descriptor stays open while any
+# Database of this process uses the file, and is closed only after the last one has closed
+# its connections. (A connection opened on the same file outside storekit, in the same
+# process, would still lose its locks at that moment: SQLite's documented POSIX-lock
+# hazard.) SQLite truncates the file only when nobody holds the DMS lock, so reading the
+# map while a connection of this process is open cannot fault.
+_maps: dict[str, tuple[mmap.mmap | None, int, int]] = {}  # path -> (map, descriptor, users)
+_maps_lock = threading.Lock()
+
+
+def _attach(path: str) -> mmap.mmap | None:
+    with _maps_lock:
+        entry = _maps.get(path)
+        if entry is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None  # not created yet: nothing written through the WAL
+            entry = (None, fd, 0)
+        view, fd, users = entry
+        if view is None:
+            if os.fstat(fd).st_size < _HEADER:
+                _maps[path] = entry  # being set up by SQLite; keep the descriptor open
+                return None
+            view = mmap.mmap(fd, _HEADER, access=mmap.ACCESS_READ)
+        _maps[path] = (view, fd, users + 1)
+        return view
+
+
+def _detach(path: str) -> None:
+    with _maps_lock:
+        view, fd, users = _maps[path]
+        if users > 1:
+            _maps[path] = (view, fd, users - 1)
+            return
+        del _maps[path]
+    if view is not None:
+        view.close()
+    os.close(fd)

@@ -400,8 +400,6 @@ class SqliteBackend:
         return found
 
     def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.close()  # unmaps the wal-index before the writer lets it go
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
@@ -410,3 +408,5 @@ class SqliteBackend:
             self._writer.conn.close()
         if self._lease is not None:
             self._lease.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()  # last: it may close a descriptor of the -shm file
