@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from bench import recommend, results
+from bench import recommend, results, style
 
 
 def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def headline(run: results.Run) -> str:
 
 def fair_locking_table(s: pd.DataFrame) -> list[str]:
     """sqlite-wal (fair hand-off) against sqlite-wal-stock, per agent count."""
-    pair = ("sqlite-wal", "sqlite-wal-stock")
+    pair = style.FAIR_PAIR
     if not set(pair) <= set(s[s["workload"] == "agent-write"]["config"]):
         return []
     cols = {}

@@ -15,6 +15,10 @@ import pandas as pd
 
 from bench import results
 
+# The fair write-lock hand-off (storekit's default) and the same settings with SQLite's
+# stock busy handler: compared side by side by the headline and the agent-write notebook.
+FAIR_PAIR = ("sqlite-wal", "sqlite-wal-stock")
+
 COLORS = {
     "sqlite-wal": "#1f77b4",
     "sqlite-wal-stock": "#9467bd",

@@ -103,14 +103,15 @@ else:
 # ## Fair write-lock hand-off against SQLite's stock busy handler
 #
 # `sqlite-wal` queues writers: FIFO between threads, and between processes a ticket
-# queue on a sidecar file in which each process keeps its turn for a 2 ms slice;
+# queue on a sidecar file in which each process keeps its turn for 32 ms divided by the
+# number of queued processes (2-16 ms), with WAL checkpoints run outside the turn;
 # `sqlite-wal-stock` is the same file settings with SQLite's busy handler, whose sleeps
 # grow to 100 ms and let newcomers overtake. Goal: zero lock errors, at
 # least 0.9x the stock throughput, p99.9 at most 50 ms and a max/min agent share of at
 # most 1.5 at 16 writers.
 
 # %%
-pair = ["sqlite-wal", "sqlite-wal-stock"]
+pair = list(style.FAIR_PAIR)
 aw = s[s["workload"] == "agent-write"]
 if not set(pair) <= set(aw["config"]):
     print("This run lacks sqlite-wal or sqlite-wal-stock; compare them with "
