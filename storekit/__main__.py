@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
+import time
 from typing import Any
 
 import storekit
@@ -32,6 +35,10 @@ def _print_report(report: MigrationReport) -> None:
 
 
 def _progress() -> tuple[Any, Any]:
+    """A live bar on a terminal; elsewhere (CI logs, pipes) a line per table every few
+    seconds, so long copies still show they are moving."""
+    if not sys.stderr.isatty():
+        return None, _line_progress()
     try:
         from rich.progress import (
             BarColumn,
@@ -41,7 +48,7 @@ def _progress() -> tuple[Any, Any]:
             TimeRemainingColumn,
         )
     except ImportError:
-        return None, None
+        return None, _line_progress()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), transient=False)
     tasks: dict[str, Any] = {}
@@ -54,19 +61,31 @@ def _progress() -> tuple[Any, Any]:
     return bar, update
 
 
+def _line_progress(every_s: float = 5.0) -> Any:
+    printed: dict[str, float] = {}  # table -> when its last line was printed
+
+    def update(table: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = done >= total
+        if table in printed and not finished and now - printed[table] < every_s:
+            return
+        if printed.get(table) == math.inf:
+            return  # its last line is out
+        printed[table] = math.inf if finished else now
+        share = f" ({done / total:.0%})" if total else ""
+        print(f"copying {table}: {done:,}/{total:,} rows{share}", file=sys.stderr, flush=True)
+
+    return update
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
     bar, update = _progress()
     try:
-        if bar is not None:
-            with bar:
-                report = migrate(args.source, args.target, tables=tables,
-                                 on_conflict=args.on_conflict, verify=not args.no_verify,
-                                 batch_size=args.batch_size, progress=update)
-        else:
+        with bar if bar is not None else contextlib.nullcontext():
             report = migrate(args.source, args.target, tables=tables,
                              on_conflict=args.on_conflict, verify=not args.no_verify,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, progress=update)
     except MigrationError as exc:
         _print_report(exc.report)
         print(f"error: {exc}", file=sys.stderr)

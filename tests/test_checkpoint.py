@@ -157,3 +157,29 @@ def test_closing_one_database_keeps_sqlites_locks_for_another(tmp_path: Path) ->
     second.run("INSERT INTO t VALUES ('y')")
     assert second.get("SELECT COUNT(*) AS n FROM t") == {"n": 3}
     second.close()
+
+
+def test_a_checkpoint_held_back_by_a_reader_is_marked_blocked_until_the_wal_restarts(
+        tmp_path: Path) -> None:
+    path = tmp_path / "pinned.db"
+    conn = _wal_db(path)
+    checkpoints = Checkpointer(str(path), 10, lambda: sqlite3.connect(path))
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO t VALUES ('seed')")
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()  # a snapshot pins the WAL
+        for _ in range(20):
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 3000,))
+        assert checkpoints.due()
+        checkpoints.run(in_turn=False)
+        assert checkpoints.blocked  # nothing past the reader's snapshot could be copied
+        reader.execute("COMMIT")
+        checkpoints.run(in_turn=True)  # now everything is copied back
+        assert not checkpoints.blocked
+        conn.execute("INSERT INTO t VALUES ('restart')")  # the WAL starts over
+        assert not checkpoints.due()
+    finally:
+        reader.close()
+        checkpoints.close()
+        conn.close()

@@ -13,6 +13,7 @@ import pytest
 
 import storekit
 from storekit.backends.writelock import FairLock, TicketQueue, WriteLease
+from tests.helpers import start_holder
 
 
 def test_threads_get_the_lock_in_arrival_order() -> None:
@@ -62,11 +63,7 @@ print("released", flush=True)
 
 
 def _holder(path: Path, seconds: float, script: str = HOLD) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(seconds)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "holding"
-    return proc
+    return start_holder(script, path, seconds)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import storekit
+from tests.helpers import start_holder
 
 WRITER = """
 import sys, storekit
@@ -155,20 +156,22 @@ def test_pool_exhaustion_times_out_and_dirty_connections_are_reset(store_url: st
     db.close()
 
 
+EXCLUSIVE_HOLDER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+c.execute("INSERT INTO t VALUES (1)")
+print("holding", flush=True)
+time.sleep(30)
+"""
+
+
 def test_exclusive_lock_from_another_process_gives_busy_error(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     with storekit.open_database(path) as db:
         db.exec("CREATE TABLE t (x)")
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys, time\n"
-         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-         "c.execute('BEGIN EXCLUSIVE'); c.execute('INSERT INTO t VALUES (1)')\n"
-         "print('locked', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
+    holder = start_holder(EXCLUSIVE_HOLDER, path)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
         with storekit.open_database(path, sqlite=storekit.SqliteOptions(busy_timeout_ms=300)) as db:
             started = time.monotonic()
             with pytest.raises(storekit.BusyError, match=str(path)):

@@ -203,6 +203,8 @@ def test_cli_migrate_exit_codes_and_no_password(source: Path, pg_url: str) -> No
                         check=False)
     assert ok.returncode == 0, ok.stderr
     assert "all tables verified" in ok.stdout
+    assert "copying teams: 0/" in ok.stderr  # line progress where stderr is no terminal
+    assert "(100%)" in ok.stderr
     assert password not in ok.stdout + ok.stderr
     again = subprocess.run([sys.executable, "-m", "storekit", "migrate", f"sqlite:///{source}",
                             pg_url, "--tables", "teams"], capture_output=True, text=True,

@@ -13,12 +13,14 @@ has already started on, read from the wal-index header in the `-shm` file (a doc
 version-stable format: sqlite.org/walformat.html). When the difference reaches the
 threshold and another process is waiting, the writer ends its turn and checkpoints
 (PASSIVE, on a connection of its own) while the next process writes; with nobody
-waiting it checkpoints in its turn, as SQLite would. Frames written during an
-outside-the-turn checkpoint keep the WAL from starting over, and a WAL that never
-restarts only grows (measured: 280-600 MB within 3 s of 16 writers); so at its
-next turn the same process copies that short tail first, which lets the next commit
-restart the WAL. With 3 writer processes and a 50-page threshold the WAL peaked at
-6-10 MB, against 38-56 MB for SQLite's own checkpoint under the stock busy handler.
+waiting, or while a reader's snapshot keeps the last checkpoint from finishing (a
+hand-off per commit would buy nothing), it checkpoints in its turn, as SQLite would.
+Frames written during an outside-the-turn checkpoint keep the WAL from starting over,
+and a WAL that never restarts only grows (measured: 280-600 MB within 3 s of 16
+writers); so at its next turn the same process copies that short tail first, which lets
+the next commit restart the WAL. With 3 writer processes and a 50-page threshold the WAL
+peaked at 6-10 MB, against 38-56 MB for SQLite's own checkpoint under the stock busy
+handler.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Checkpointer:
         self._conn: sqlite3.Connection | None = None
         self._running = threading.Lock()  # one checkpoint per process at a time
         self.tail_pending = False  # a checkpoint ran outside the turn: finish it in one
+        # A reader's snapshot kept the last checkpoint from copying the WAL back: until
+        # the WAL restarts, more checkpoints copy little, so they are not worth a hand-off.
+        self.blocked = False
+        self._frames = 0
         self.runs = 0
 
     def due(self) -> bool:
@@ -59,6 +65,9 @@ class Checkpointer:
             if self._header is None:
                 return False
         frames, attempted = _SPAN.unpack_from(self._header, _MX_FRAME)
+        if frames < self._frames:
+            self.blocked = False  # the WAL restarted
+        self._frames = frames
         return int(frames) - int(attempted) >= self._pages
 
     def run(self, *, in_turn: bool) -> None:
@@ -72,9 +81,10 @@ class Checkpointer:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.runs += 1
             self.tail_pending = not in_turn
+            self.blocked = frames - copied >= self._pages
         except sqlite3.Error:
             pass
         finally:

@@ -279,10 +279,12 @@ class SqliteBackend:
     def _release_writer(self) -> None:
         outside = False
         if self._checkpoints is not None and self._checkpoints.due():
-            if self._lease is not None and self._lease.others_waiting():
+            if (self._lease is not None and not self._checkpoints.blocked
+                    and self._lease.others_waiting()):
                 outside = True
             else:
-                self._checkpoints.run(in_turn=True)  # nobody waits for the turn
+                # Nobody waits, or a reader holds it back: in the turn, as SQLite would.
+                self._checkpoints.run(in_turn=True)
         if self._lease is not None:
             self._lease.release(hand_over=outside)
         self._lock.release()

@@ -15,22 +15,22 @@ Why slices: handing the lock to the next process after every commit makes each c
 for that particular process to be scheduled. Measured on 2 cores with 16 writer processes,
 a strict per-commit queue was perfectly fair but ran at a fifth of the stock handler's
 throughput, and a plain flock (every waiter woken, first to run wins) at 0.6-0.8x with a
-2x spread between agents. A slice pays one hand-off per slice instead: `python -m
-bench.handoff` measured 0.1-0.25 ms of idle lock at each change of process and about 0.15
-ms more for the new holder's first transaction (cold CPU caches; SQLite's own page-cache
-reset is ~0.03 ms). The stock handler changes process about as often, but mostly while the
-old holder is descheduled or checkpointing, so it pays these alongside other work. The WAL
-checkpoint was the larger cost: run inside the turn it stopped every writer for a fifth of
-the time, so it now runs outside the turn when another process waits (checkpoint.py; 0.79
--> 0.86x the stock throughput at 16 writers, paired runs). Having the next writer poll for
-the turn near the holder's published slice end, to skip its wake-up, measured no gain and
-was dropped. With the harness's agent-write at 16 processes, slices of 2 / 3 / 4 ms gave
-0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70 ms (before the
-checkpoint change); letting two processes hold turns at once gave 0.74x with a worse tail.
-So a turn lasts ROUND_S divided by the number of queued processes (at least lock_slice_ms,
-2 ms): a round of the queue takes about 32 ms whatever the number of writers, and fewer
-writers pay fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 / 0.81x to 0.97 /
-0.89 / 0.88x).
+2x spread between agents. A slice pays one hand-off per slice instead:
+`python -m bench.handoff` measured 0.1-0.25 ms of idle lock at each change of process and
+about 0.15 ms more for the new holder's first transaction (cold CPU caches; SQLite's own
+page-cache reset is ~0.03 ms). The stock handler changes process about as often, but
+mostly while the old holder is descheduled or checkpointing, so it pays these alongside
+other work. The WAL checkpoint was the larger cost: run inside the turn it stopped every
+writer for a fifth of the time, so it now runs outside the turn when another process waits
+(checkpoint.py; 0.79 -> 0.86x the stock throughput at 16 writers, paired runs). Having the
+next writer poll for the turn near the holder's published slice end, to skip its wake-up,
+measured no gain and was dropped. With the harness's agent-write at 16 processes, slices
+of 2 / 3 / 4 ms gave 0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70
+ms (before the checkpoint change); letting two processes hold turns at once gave 0.74x
+with a worse tail. So a turn lasts ROUND_S divided by the number of queued processes (at
+least lock_slice_ms, 2 ms): a round of the queue takes about 32 ms whatever the number of
+writers, and fewer writers pay fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 /
+0.81x to 0.97 / 0.89 / 0.88x).
 
 The busy timeout bounds the whole wait and a timeout still raises BusyError. Programs that
 do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
