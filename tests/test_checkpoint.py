@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import storekit
+from storekit.backends import checkpoint
 from storekit.backends.checkpoint import Checkpointer
 
 
@@ -23,6 +26,7 @@ def _wal_db(path: Path) -> sqlite3.Connection:
 def test_due_follows_the_frames_sqlite_wrote_and_copied_back(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     conn = _wal_db(path)
+    checkpoint.register(str(path))
     checkpoints = Checkpointer(str(path), 20, lambda: sqlite3.connect(path))
     try:
         for _ in range(5):
@@ -40,6 +44,7 @@ def test_due_follows_the_frames_sqlite_wrote_and_copied_back(tmp_path: Path) -> 
     finally:
         checkpoints.close()
         conn.close()
+        checkpoint.unregister(str(path))
 
 
 def test_a_fresh_file_is_not_due(tmp_path: Path) -> None:
@@ -57,6 +62,7 @@ def test_the_tail_checkpoint_lets_the_next_commit_restart_the_wal(tmp_path: Path
     keep the WAL growing until a checkpoint copies them too."""
     path = tmp_path / "tail.db"
     conn = _wal_db(path)
+    checkpoint.register(str(path))
     checkpoints = Checkpointer(str(path), 10, lambda: sqlite3.connect(path))
     try:
         for _ in range(20):
@@ -73,6 +79,7 @@ def test_the_tail_checkpoint_lets_the_next_commit_restart_the_wal(tmp_path: Path
     finally:
         checkpoints.close()
         conn.close()
+        checkpoint.unregister(str(path))
 
 
 WRITER = """
@@ -142,13 +149,16 @@ def _dms(path: Path) -> str:
                           check=True).stdout.strip()
 
 
-def test_closing_one_database_keeps_sqlites_locks_for_another(tmp_path: Path) -> None:
+@pytest.mark.parametrize("second_fair", [True, False])
+def test_closing_one_database_keeps_sqlites_locks_for_another(tmp_path: Path,
+                                                              second_fair: bool) -> None:
     """Closing any descriptor of the -shm file drops the process's POSIX locks on it,
     SQLite's included: the wal-index map must not close one while a connection is open."""
     path = tmp_path / "two.db"
     _wal_db(path).close()
     first = storekit.open_database(path)
-    second = storekit.open_database(tmp_path / "." / "two.db")  # another spelling
+    second = storekit.open_database(tmp_path / "." / "two.db",  # another spelling
+                                    sqlite=storekit.SqliteOptions(fair_locking=second_fair))
     for db in (first, second):
         db.run("INSERT INTO t VALUES ('x')")  # each maps the wal-index header
     assert _dms(path) == "locked"
@@ -163,6 +173,7 @@ def test_a_checkpoint_held_back_by_a_reader_is_marked_blocked_until_the_wal_rest
         tmp_path: Path) -> None:
     path = tmp_path / "pinned.db"
     conn = _wal_db(path)
+    checkpoint.register(str(path))
     checkpoints = Checkpointer(str(path), 10, lambda: sqlite3.connect(path))
     reader = sqlite3.connect(path, isolation_level=None)
     try:
@@ -183,3 +194,4 @@ def test_a_checkpoint_held_back_by_a_reader_is_marked_blocked_until_the_wal_rest
         reader.close()
         checkpoints.close()
         conn.close()
+        checkpoint.unregister(str(path))

@@ -45,7 +45,7 @@ class Checkpointer:
     """Decides when the WAL needs a checkpoint and runs it without holding the write turn."""
 
     def __init__(self, path: str, pages: int, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._shm_path = os.path.realpath(path) + "-shm"  # one map per file, however named
+        self._shm_path = shm_path(path)
         self._pages = pages
         self._connect = connect
         self._header: mmap.mmap | None = None  # the wal-index header, mapped read-only
@@ -91,55 +91,64 @@ class Checkpointer:
             self._running.release()
 
     def close(self) -> None:
-        """Call after this Database's connections are closed (see _attach)."""
+        """Close the checkpoint connection; the map stays until unregister()."""
         with self._running:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            if self._header is not None:
-                _detach(self._shm_path)
-                self._header = None
+            self._header = None
 
 
-# One read-only map of each -shm file per process, shared by every Database on that file.
-# Closing any descriptor of a file drops all POSIX locks the process holds on it, SQLite's
-# included (its shared "DMS" lock keeps other processes from truncating the file, and its
-# WAL read and write locks keep writers apart). So the descriptor stays open while any
-# Database of this process uses the file, and is closed only after the last one has closed
-# its connections. (A connection opened on the same file outside storekit, in the same
-# process, would still lose its locks at that moment: SQLite's documented POSIX-lock
-# hazard.) SQLite truncates the file only when nobody holds the DMS lock, so reading the
-# map while a connection of this process is open cannot fault.
-_maps: dict[str, tuple[mmap.mmap | None, int, int]] = {}  # path -> (map, descriptor, users)
+# One read-only map of each -shm file per process. Closing any descriptor of a file drops
+# all POSIX locks the process holds on it, SQLite's included (its shared "DMS" lock keeps
+# other processes from truncating the file, and its WAL read and write locks keep writers
+# apart). So every file-backed storekit Database registers its file, whether it maps the
+# header or not, and the descriptor is closed only after the last of them has closed its
+# connections. (A connection opened on the same file outside storekit, in the same process,
+# would still lose its locks at that moment: SQLite's documented POSIX-lock hazard.) SQLite
+# truncates the file only when nobody holds the DMS lock, so reading the map while a
+# connection of this process is open cannot fault.
+_users: dict[str, int] = {}  # -shm path -> registered Databases
+_maps: dict[str, tuple[mmap.mmap | None, int]] = {}  # -shm path -> (map, descriptor)
 _maps_lock = threading.Lock()
+
+
+def shm_path(db_path: str) -> str:
+    return os.path.realpath(db_path) + "-shm"  # one entry per file, however named
+
+
+def register(db_path: str) -> None:
+    with _maps_lock:
+        key = shm_path(db_path)
+        _users[key] = _users.get(key, 0) + 1
+
+
+def unregister(db_path: str) -> None:
+    """Call after the Database's connections are closed."""
+    with _maps_lock:
+        key = shm_path(db_path)
+        _users[key] -= 1
+        if _users[key]:
+            return
+        del _users[key]
+        view, fd = _maps.pop(key, (None, -1))
+    if view is not None:
+        view.close()
+    if fd >= 0:
+        os.close(fd)
 
 
 def _attach(path: str) -> mmap.mmap | None:
     with _maps_lock:
-        entry = _maps.get(path)
-        if entry is None:
+        view, fd = _maps.get(path, (None, -1))
+        if view is not None:
+            return view
+        if fd < 0:
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
                 return None  # not created yet: nothing written through the WAL
-            entry = (None, fd, 0)
-        view, fd, users = entry
-        if view is None:
-            if os.fstat(fd).st_size < _HEADER:
-                _maps[path] = entry  # being set up by SQLite; keep the descriptor open
-                return None
+        if os.fstat(fd).st_size >= _HEADER:
             view = mmap.mmap(fd, _HEADER, access=mmap.ACCESS_READ)
-        _maps[path] = (view, fd, users + 1)
+        _maps[path] = (view, fd)  # a short file is being set up: keep the descriptor
         return view
-
-
-def _detach(path: str) -> None:
-    with _maps_lock:
-        view, fd, users = _maps[path]
-        if users > 1:
-            _maps[path] = (view, fd, users - 1)
-            return
-        del _maps[path]
-    if view is not None:
-        view.close()
-    os.close(fd)

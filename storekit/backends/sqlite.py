@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from storekit.backends import checkpoint
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.backends.checkpoint import Checkpointer
 from storekit.backends.writelock import FairLock, WriteLease
@@ -163,6 +164,8 @@ class SqliteBackend:
         self._busy_timeout = self.options.busy_timeout_ms / 1000
         self._lease_tried = self.memory or not self.options.fair_locking
         self._writer = SqliteHandle(self._connect(), self.where)
+        if not self.memory:
+            checkpoint.register(self.path)  # see checkpoint.py: never drop SQLite's locks
         self._checkpoints: Checkpointer | None = None
         o = self.options
         # Exclusive locking mode keeps the wal-index in heap memory: no -shm to read.
@@ -411,4 +414,6 @@ class SqliteBackend:
         if self._lease is not None:
             self._lease.close()
         if self._checkpoints is not None:
-            self._checkpoints.close()  # last: it may close a descriptor of the -shm file
+            self._checkpoints.close()
+        if not self.memory:
+            checkpoint.unregister(self.path)  # last: it may close a descriptor of the -shm
