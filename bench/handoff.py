@@ -57,13 +57,10 @@ def _agent(url: str, fair: bool, agent: int, start: float, seconds: float,
             asked = clock()
             with db.transaction() as tx:
                 got = clock()
-                tx.get("SELECT id, status, runs FROM agents WHERE id = ?", (me,))
-                tx.run("INSERT INTO results (run_key, agent_id, seq, doc) VALUES (1, ?, ?, ?)",
-                       (me, seq, docs[seq % len(docs)]))
-                tx.run("INSERT INTO logs (run_key, agent_id, seq, message) VALUES (1, ?, ?, ?)",
-                       (me, seq, f"agent {agent} finished task {seq}"))
-                tx.run("UPDATE agents SET status = ?, runs = runs + 1 WHERE id = ?",
-                       (f"done {seq}", me))
+                tx.get(agent_write.READ_AGENT, (me,))
+                tx.run(agent_write.INSERT_RESULT, (1, me, seq, docs[seq % len(docs)]))
+                tx.run(agent_write.INSERT_LOG, (1, me, seq, f"agent {agent} finished task {seq}"))
+                tx.run(agent_write.UPDATE_AGENT, (f"done {seq}", me))
             spans.append(Span(asked, got, clock(), agent))
             seq += 1
     out.put(spans)

@@ -102,10 +102,9 @@ def test_the_wal_keeps_restarting_while_processes_take_turns(tmp_path: Path) -> 
         db.run("INSERT INTO t VALUES ('seed')")
         procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), "3"])
                  for _ in range(3)]
-        shm = Path(str(path) + "-shm")
         frames, restarts, peak = 0, 0, 0
         while any(p.poll() is None for p in procs):
-            now = int.from_bytes(shm.read_bytes()[16:20], sys.byteorder)  # mxFrame
+            now = _mx_frame(path)
             restarts += now < frames
             frames = now
             peak = max(peak, wal.stat().st_size if wal.exists() else 0)

@@ -105,20 +105,27 @@ def _tickets_drawn(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[:8], "little")
 
 
+def _queue_behind(sidecar: Path, log: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    """Start `count` QUEUER processes, each one queued before the next starts."""
+    procs = []
+    for n in range(count):
+        before = _tickets_drawn(sidecar)
+        procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
+                                       str(log), str(n)]))
+        deadline = time.monotonic() + 30
+        while _tickets_drawn(sidecar) == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    return procs
+
+
 def test_processes_get_their_turn_in_arrival_order(tmp_path: Path) -> None:
     sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
     mine = TicketQueue(str(sidecar))
     mine.wait_turn()
     procs = []
     try:
-        for n in range(6):
-            before = _tickets_drawn(sidecar)
-            procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
-                                           str(log), str(n)]))
-            deadline = time.monotonic() + 30
-            while _tickets_drawn(sidecar) == before:  # queued before the next one starts
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
+        procs = _queue_behind(sidecar, log, 6)
         assert not log.exists()  # all of them wait for this process's turn
     finally:
         mine.end_turn()
@@ -132,13 +139,7 @@ def test_a_queued_process_that_dies_does_not_block_the_queue(tmp_path: Path) -> 
     sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
     mine = TicketQueue(str(sidecar))
     mine.wait_turn()
-    procs = []
-    for n in range(2):
-        before = _tickets_drawn(sidecar)
-        procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
-                                       str(log), str(n)]))
-        while _tickets_drawn(sidecar) == before:
-            time.sleep(0.005)
+    procs = _queue_behind(sidecar, log, 2)
     procs[0].kill()
     procs[0].wait()
     mine.end_turn()
@@ -152,14 +153,8 @@ def test_a_dead_queued_process_does_not_let_the_next_overlap_the_holder(
     sidecar, log = tmp_path / "q.lock", tmp_path / "order.txt"
     mine = TicketQueue(str(sidecar))
     mine.wait_turn()
-    procs = []
+    procs = _queue_behind(sidecar, log, 2)
     try:
-        for n in range(2):
-            before = _tickets_drawn(sidecar)
-            procs.append(subprocess.Popen([sys.executable, "-c", QUEUER, str(sidecar),
-                                           str(log), str(n)]))
-            while _tickets_drawn(sidecar) == before:
-                time.sleep(0.005)
         procs[0].kill()
         procs[0].wait()
         time.sleep(0.3)  # time enough for the survivor to run if it only watched the dead one

@@ -28,6 +28,11 @@ LOGS = Table("logs", [
     Column("message", "text"),
 ])
 AGENT_ID_STRIDE = 1000
+# One transaction's statements, shared with bench.handoff so both time the same work.
+READ_AGENT = "SELECT id, status, runs FROM agents WHERE id = ?"
+INSERT_RESULT = "INSERT INTO results (run_key, agent_id, seq, doc) VALUES (?, ?, ?, ?)"
+INSERT_LOG = "INSERT INTO logs (run_key, agent_id, seq, message) VALUES (?, ?, ?, ?)"
+UPDATE_AGENT = "UPDATE agents SET status = ?, runs = runs + 1 WHERE id = ?"
 
 
 def roles(agents: int) -> list[str]:
@@ -71,17 +76,14 @@ def operation(db: Database, ctx: AgentContext) -> Operation:
         t0 = clock()
         with db.transaction() as tx:
             t1 = clock()
-            row = tx.get("SELECT id, status, runs FROM agents WHERE id = ?", (me,))
+            row = tx.get(READ_AGENT, (me,))
             if row is None:
                 raise RuntimeError(f"agent row {me} is missing")
             t2 = clock()
-            tx.run("INSERT INTO results (run_key, agent_id, seq, doc) VALUES (?, ?, ?, ?)",
-                   (ctx.run_key, me, seq, doc))
+            tx.run(INSERT_RESULT, (ctx.run_key, me, seq, doc))
             t3 = clock()
-            tx.run("INSERT INTO logs (run_key, agent_id, seq, message) VALUES (?, ?, ?, ?)",
-                   (ctx.run_key, me, seq, f"agent {ctx.agent} finished task {seq}"))
-            tx.run("UPDATE agents SET status = ?, runs = runs + 1 WHERE id = ?",
-                   (f"done {seq}", me))
+            tx.run(INSERT_LOG, (ctx.run_key, me, seq, f"agent {ctx.agent} finished task {seq}"))
+            tx.run(UPDATE_AGENT, (f"done {seq}", me))
             t4 = clock()
         t5 = clock()
         # Lock wait: BEGIN IMMEDIATE waits for the write lock; under a deferred BEGIN the
