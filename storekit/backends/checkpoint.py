@@ -21,11 +21,14 @@ writers); so at its next turn the same process copies that short tail first, whi
 the next commit restart the WAL. The tail is short but not cheap: a checkpoint syncs the
 WAL and the database file whatever it copies, 2-4 ms in the turn on this machine class.
 Paid after every checkpoint that was 12-13% of the time at 16 writers, so the tail is
-taken only once the WAL holds RESTART_AFTER thresholds of frames (32 MB at the defaults,
-the size the stock handler's WAL reaches under the same load, 15-45 MB measured);
-checkpoints before that copy the new frames outside the turn and the WAL keeps growing.
-With 3 writer processes and a 50-page threshold the WAL peaked at a few MB, against 38-56 MB
-for SQLite's own checkpoint under the stock busy handler.
+taken only once the WAL holds RESTART_AFTER thresholds of frames (16 MB at the defaults);
+checkpoints before that copy the new frames outside the turn while the WAL grows. On a
+300 MB file at 16 writers (5 interleaved pairs, `python -m bench.handoff`'s transaction)
+fair/stock went from 0.75 to 0.87 with 8 thresholds; 4 and 8 measured alike (0.93 and
+0.94 in one run), and 4 keeps the WAL smaller (peaks of 35 against 44-51 MB; the stock
+handler's own checkpoint, which never restarts the WAL while others write either, peaked
+at 30-48 MB). With 3 writer processes and a 50-page threshold the WAL peaked at a few MB,
+against 38-56 MB for SQLite's own checkpoint under the stock busy handler.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from collections.abc import Callable
 _MX_FRAME = 16
 _SPAN = struct.Struct("=I108xI")
 _HEADER = 136  # two WalIndexHdr copies and the WalCkptInfo
-RESTART_AFTER = 8  # thresholds of frames in the WAL before the in-turn tail restarts it
+RESTART_AFTER = 4  # thresholds of frames in the WAL before the in-turn tail restarts it
 
 
 class Checkpointer:
@@ -89,8 +92,11 @@ class Checkpointer:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = self._conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.runs += 1
+            if busy:
+                return  # another process is checkpointing: ask again at the next turn
             self.tail_pending = not in_turn and frames >= self._restart_frames
             self.blocked = frames - copied >= self._pages
         except sqlite3.Error:
