@@ -24,7 +24,11 @@ other work. The WAL checkpoint was the larger cost: run inside the turn it stopp
 writer for a fifth of the time, so it now runs outside the turn when another process waits
 (checkpoint.py; 0.79 -> 0.86x the stock throughput at 16 writers, paired runs). Having the
 next writer poll for the turn near the holder's published slice end, to skip its wake-up,
-measured no gain and was dropped. With the harness's agent-write at 16 processes, slices
+measured no gain and was dropped. Traced at 16 writers on a 300 MB file, a change of
+process costs two wake-ups of about 70 us each (the next process's queueing thread, then
+its writer thread; 8-9 us each when the machine is otherwise idle), and
+waking the writer on a plain lock instead of a Condition saved only ~10 us of that, so it
+was dropped too. With the harness's agent-write at 16 processes, slices
 of 2 / 3 / 4 ms gave 0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70
 ms (before the checkpoint change); letting two processes hold turns at once gave 0.74x
 with a worse tail. So a turn lasts ROUND_S divided by the number of queued processes (at
