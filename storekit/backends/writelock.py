@@ -26,9 +26,12 @@ writer for a fifth of the time, so it now runs outside the turn when another pro
 next writer poll for the turn near the holder's published slice end, to skip its wake-up,
 measured no gain and was dropped. Traced at 16 writers on a 300 MB file, a change of
 process costs two wake-ups of about 70 us each (the next process's queueing thread, then
-its writer thread; 8-9 us each when the machine is otherwise idle), and
-waking the writer on a plain lock instead of a Condition saved only ~10 us of that, so it
-was dropped too. With the harness's agent-write at 16 processes, slices
+its writer thread), and `python -m bench.wakeup` shows why: on this machine class a process
+runs again 9 us after it is woken from a 2 ms sleep, 45-55 us after 10-40 ms. Waking the
+writer on a plain lock instead of a Condition saved only ~10 us of that; waiting on the
+ticket two ahead first, to wake the writer thread one turn early, cut its wake-up by ~8 us
+but added ~15 us to the next process's (each release then wakes two processes). Both were
+dropped. With the harness's agent-write at 16 processes, slices
 of 2 / 3 / 4 ms gave 0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70
 ms (before the checkpoint change); letting two processes hold turns at once gave 0.74x
 with a worse tail. So a turn lasts ROUND_S divided by the number of queued processes (at

@@ -1,0 +1,105 @@
+"""How long a sleeping process takes to run again once another process wakes it.
+
+python -m bench.wakeup [--sleeps 0.5,2,10,40] [--rounds 200]
+
+Two processes play ping-pong over pipes: one sleeps for the given time, notes the clock and
+writes a byte; the other, blocked reading, notes the clock as soon as it runs. Under fair
+hand-off every change of writer process wakes a process (and then its writer thread) that
+has slept for a whole round of the queue, about 40 ms with 16 writers, so this is the
+machine's part of the cost of a turn. Writes results/extras/wakeup-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def measure(sleep_s: float, rounds: int) -> list[float]:
+    """Seconds from the write to the woken process running, one per round.
+
+    The sleeper is the child: it blocks in read() for sleep_s before each byte arrives,
+    as a queued writer does between turns. time.monotonic() is one clock for both
+    processes on Linux.
+    """
+    ping_r, ping_w = os.pipe()
+    pong_r, pong_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the woken side: report when it ran
+        try:
+            for _ in range(rounds):
+                os.read(ping_r, 1)
+                os.write(pong_w, time.monotonic().hex().encode().ljust(32))
+        finally:
+            os._exit(0)
+    latencies = []
+    try:
+        for _ in range(rounds):
+            time.sleep(sleep_s)
+            sent = time.monotonic()
+            os.write(ping_w, b"x")
+            woke = float.fromhex(os.read(pong_r, 32).decode().strip())
+            latencies.append(woke - sent)
+    finally:
+        os.waitpid(pid, 0)
+        for fd in (ping_r, ping_w, pong_r, pong_w):
+            os.close(fd)
+    return latencies
+
+
+def summarise(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        raise ValueError("no rounds measured")
+    ordered = sorted(latencies)
+    return {"p50_us": statistics.median(ordered) * 1e6,
+            "p90_us": ordered[int(len(ordered) * 0.9)] * 1e6,
+            "mean_us": statistics.fmean(ordered) * 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.wakeup", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sleeps", default="0.5,2,10,40", help="comma-separated milliseconds")
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--no-write", action="store_true", help="print only, no results file")
+    args = p.parse_args(argv)
+    try:
+        sleeps = [float(x) for x in args.sleeps.split(",") if x.strip()]
+    except ValueError:
+        sleeps = []
+    if not sleeps or any(s < 0 for s in sleeps):
+        print(f"error: --sleeps takes non-negative milliseconds, got {args.sleeps!r}",
+              file=sys.stderr)
+        return 2
+    if args.rounds <= 0:
+        print("error: --rounds must be positive", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    for sleep_ms in sleeps:
+        rows.append({"sleep_ms": sleep_ms,
+                     **summarise(measure(sleep_ms / 1000, args.rounds))})
+    table = Table(title="Wake-up latency by time asleep")
+    for col in ("slept ms", "p50 µs", "p90 µs", "mean µs"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(f"{row['sleep_ms']:g}", *(f"{row[k]:.1f}"
+                                                for k in ("p50_us", "p90_us", "mean_us")))
+    Console().print(table)
+    if not args.no_write:
+        from bench.extras import write_json
+
+        path = write_json("wakeup", {"benchmark": "process wake-up latency over pipes",
+                                     "rounds": args.rounds, "results": rows})
+        print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
