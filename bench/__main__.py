@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 import storekit
-from bench import metrics, results
+from bench import arglist, metrics, results
 from bench.configs import CONFIGS, parse_configs
 from bench.runner import PROFILES, Plan, RunSpec, execute
 from bench.workloads import WORKLOADS, parse_workloads
@@ -28,12 +28,9 @@ class CliError(Exception):
 
 def _positive_int_list(text: str) -> list[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CliError(f"--agents takes comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise CliError(f"--agents must be positive integers, got {text!r}")
-    return values
+        return arglist.numbers(text, int, "--agents", 1)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:

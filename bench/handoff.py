@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 import storekit
+from bench import arglist
 from bench.workloads import agent_write
 
 
@@ -151,12 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
     args = p.parse_args(argv)
     try:
-        counts = [int(x) for x in args.agents.split(",") if x.strip()]
-    except ValueError:
-        counts = []
-    if not counts or any(c < 2 for c in counts):
-        print(f"error: --agents takes integers of at least 2, got {args.agents!r}",
-              file=sys.stderr)
+        counts = arglist.numbers(args.agents, int, "--agents", 2)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.seconds <= 0 or args.repetitions <= 0:
         print("error: --seconds and --repetitions must be positive", file=sys.stderr)

@@ -21,6 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import arglist
+
 
 def measure(sleep_s: float, rounds: int) -> list[float]:
     """Seconds from the write to the woken process running, one per round.
@@ -71,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
     args = p.parse_args(argv)
     try:
-        sleeps = [float(x) for x in args.sleeps.split(",") if x.strip()]
-    except ValueError:
-        sleeps = []
-    if not sleeps or any(s < 0 for s in sleeps):
-        print(f"error: --sleeps takes non-negative milliseconds, got {args.sleeps!r}",
-              file=sys.stderr)
+        sleeps = arglist.numbers(args.sleeps, float, "--sleeps", 0.0)
+    except ValueError as exc:
+        print(f"error: {exc} (milliseconds)", file=sys.stderr)
         return 2
     if args.rounds <= 0:
         print("error: --rounds must be positive", file=sys.stderr)
