@@ -20,15 +20,14 @@ and a WAL that never restarts only grows (measured: 280-600 MB within 3 s of 16
 writers); so at its next turn the same process copies that short tail first, which lets
 the next commit restart the WAL. The tail is short but not cheap: a checkpoint syncs the
 WAL and the database file whatever it copies, 2-4 ms in the turn on this machine class.
-Paid after every checkpoint that was 12-13% of the time at 16 writers, so the tail is
-taken only once the WAL holds RESTART_AFTER thresholds of frames (16 MB at the defaults);
-checkpoints before that copy the new frames outside the turn while the WAL grows. On a
-300 MB file at 16 writers (5 interleaved pairs, `python -m bench.handoff`'s transaction)
-fair/stock went from 0.75 to 0.87 with 8 thresholds; 4 and 8 measured alike (0.93 and
-0.94 in one run), and 4 keeps the WAL smaller (peaks of 35 against 44-51 MB; the stock
-handler's own checkpoint, which never restarts the WAL while others write either, peaked
-at 30-48 MB). With 3 writer processes and a 50-page threshold the WAL peaked at a few MB,
-against 38-56 MB for SQLite's own checkpoint under the stock busy handler.
+Paid after every outside checkpoint it took 12-13% of the time at 16 writers on a 300 MB
+file (traced), so it is taken only once the WAL holds RESTART_AFTER thresholds of frames
+(16 MB at the defaults), which brought it to 7-10%. The throughput gain stayed within this
+machine's run-to-run noise, and the WAL grows larger: at 16 writers on a fresh file it
+peaked at 25-31 MB against 13-18 MB for the stock handler's own checkpoint. A tail that
+finds another process checkpointing is asked for again at the next turn; dropping it
+instead let the WAL of 3 writers with a 50-page threshold reach 20-34 MB (now 2-3 MB,
+against 38-56 MB for SQLite's own checkpoint under the stock busy handler).
 """
 
 from __future__ import annotations
