@@ -34,10 +34,10 @@ def measure(sleep_s: float, rounds: int) -> list[float]:
     ping_r, ping_w = os.pipe()
     pong_r, pong_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the woken side: report when it ran
+    if pid == 0:  # the woken side: report when it ran, until the other side closes
         try:
-            for _ in range(rounds):
-                os.read(ping_r, 1)
+            os.close(ping_w)  # or its own copy would keep the end-of-file from coming
+            while os.read(ping_r, 1):
                 os.write(pong_w, time.monotonic().hex().encode().ljust(32))
         finally:
             os._exit(0)
@@ -50,8 +50,9 @@ def measure(sleep_s: float, rounds: int) -> list[float]:
             woke = float.fromhex(os.read(pong_r, 32).decode().strip())
             latencies.append(woke - sent)
     finally:
+        os.close(ping_w)  # the child reads end-of-file and exits, even after an error here
         os.waitpid(pid, 0)
-        for fd in (ping_r, ping_w, pong_r, pong_w):
+        for fd in (ping_r, pong_r, pong_w):
             os.close(fd)
     return latencies
 

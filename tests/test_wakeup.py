@@ -35,3 +35,8 @@ def test_the_command_prints_a_row_per_sleep(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "Wake-up latency" in out
     assert "0.5" in out
+
+
+def test_the_woken_process_exits_when_the_measuring_side_stops() -> None:
+    # With no rounds the child sees end-of-file at once; measure() returns after reaping it.
+    assert wakeup.measure(sleep_s=0.001, rounds=0) == []
