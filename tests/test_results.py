@@ -34,6 +34,7 @@ def test_round_trip_and_newest(tmp_path: Path) -> None:
     assert run.metric("ops_per_s")["value"].tolist() == [100.0, 101.0, 102.0]
     assert len(run.timeseries) == 1
     assert int(run.histograms["count"].sum()) == 10
+    assert (run.path / "histograms.csv.gz").is_file()
     assert (run.path / "raw" / "samples.csv.gz").is_file()
     older = results.load("20260101T000000Z-aaaa", tmp_path)
     assert older.run_id == "20260101T000000Z-aaaa"
@@ -81,3 +82,17 @@ def test_notebooks_are_stored_without_outputs_and_paired() -> None:
                    for c in nb.cells if c.cell_type == "code"), book.name
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), book.name
         assert book.with_suffix(".py").is_file()
+
+
+def test_runs_written_before_histograms_were_compressed_still_load(tmp_path: Path) -> None:
+    path = _write(tmp_path, "20260101T000000Z-aaaa")
+    hist = pd.read_csv(path / "histograms.csv.gz")
+    (path / "histograms.csv.gz").unlink()
+    hist.to_csv(path / "histograms.csv", index=False)
+    assert int(results.load(results_dir=tmp_path).histograms["count"].sum()) == 10
+
+
+def test_a_run_without_histogram_rows_loads_an_empty_frame(tmp_path: Path) -> None:
+    path = _write(tmp_path, "20260101T000000Z-aaaa")
+    pd.DataFrame().to_csv(path / "histograms.csv.gz", index=False, compression="gzip")
+    assert results.load(results_dir=tmp_path).histograms.empty
