@@ -11,6 +11,7 @@ results/<run_id>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -99,15 +100,13 @@ def load(run_id: str | None = None, results_dir: Path | None = None) -> Run:
 
     def optional(*names: str) -> pd.DataFrame:
         """The first of `names` that exists; empty if none does or it holds no rows."""
-        for name in names:
-            file = path / name
+        frame: pd.DataFrame = pd.DataFrame()
+        for file in (path / name for name in names):
             if file.is_file():
-                try:
-                    frame: pd.DataFrame = pd.read_csv(file)
-                except pd.errors.EmptyDataError:
-                    break
-                return frame
-        return pd.DataFrame()
+                with contextlib.suppress(pd.errors.EmptyDataError):  # written with no rows
+                    frame = pd.read_csv(file)
+                break
+        return frame
 
     return Run(run_id, path, meta, summary, optional("timeseries.csv"),
                optional("histograms.csv.gz", "histograms.csv"))
