@@ -11,8 +11,7 @@ from bench import recommend, results, style
 
 def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
     """One metric's median over repetitions: a row per config, a column per agent count."""
-    f = s[(s["workload"] == workload) & (s["metric"] == metric) & (s["op"] == op)]
-    table: pd.DataFrame = f.groupby(["config", "agents"])["value"].median().unstack("agents")
+    table: pd.DataFrame = recommend.medians(s, workload, metric, op).unstack("agents")
     return table
 
 

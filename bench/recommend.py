@@ -43,6 +43,14 @@ def median_metric(summary: pd.DataFrame, workload: str, config: str, metric: str
     return float(values.median()) if not values.empty else math.nan
 
 
+def medians(summary: pd.DataFrame, workload: str, metric: str, op: str) -> pd.Series:
+    """One metric's median over repetitions, indexed by (config, agents)."""
+    s = summary[(summary["workload"] == workload) & (summary["metric"] == metric)
+                & (summary["op"] == op)]
+    series: pd.Series = s.groupby(["config", "agents"])["value"].median()
+    return series
+
+
 def _max_agents(summary: pd.DataFrame, workload: str) -> int:
     s = summary[summary["workload"] == workload]
     return int(s["agents"].max()) if not s.empty else 0
@@ -211,11 +219,8 @@ def ledger(summary: pd.DataFrame) -> pd.DataFrame:
 def capacity(summary: pd.DataFrame, workload: str = "agent-write") -> pd.DataFrame:
     """Per config and agent count: median closed-loop commits/s and write p99 (ms)."""
     main_op = {"agent-write": "transaction", "read-while-write": "update", "search": "append"}
-    s = summary[summary["workload"] == workload]
-    ops = s[(s["metric"] == "ops_per_s") & (s["op"] == "all")]
-    p99 = s[(s["metric"] == "latency_p99_ms") & (s["op"] == main_op[workload])]
-    a = ops.groupby(["config", "agents"])["value"].median().rename("ops_per_s")
-    b = p99.groupby(["config", "agents"])["value"].median().rename("p99_ms")
+    a = medians(summary, workload, "ops_per_s", "all").rename("ops_per_s")
+    b = medians(summary, workload, "latency_p99_ms", main_op[workload]).rename("p99_ms")
     table: pd.DataFrame = pd.concat([a, b], axis=1).reset_index()
     return table
 

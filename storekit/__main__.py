@@ -62,15 +62,14 @@ def _progress() -> tuple[Any, Any]:
 
 
 def _line_progress(every_s: float = 5.0) -> Any:
-    printed: dict[str, float] = {}  # table -> when its last line was printed
+    printed: dict[str, float] = {}  # table -> when its last line was printed (inf: done)
 
     def update(table: str, done: int, total: int) -> None:
         now = time.monotonic()
         finished = done >= total
-        if table in printed and not finished and now - printed[table] < every_s:
-            return
-        if printed.get(table) == math.inf:
-            return  # its last line is out
+        last = printed.get(table)
+        if last == math.inf or (not finished and last is not None and now - last < every_s):
+            return  # its last line is out, or one was printed a moment ago
         printed[table] = math.inf if finished else now
         share = f" ({done / total:.0%})" if total else ""
         print(f"copying {table}: {done:,}/{total:,} rows{share}", file=sys.stderr, flush=True)

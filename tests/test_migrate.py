@@ -217,3 +217,15 @@ def test_cli_migrate_exit_codes_and_no_password(source: Path, pg_url: str) -> No
                          check=False)
     assert bad.returncode == 2
     assert "no table nope" in bad.stderr
+
+
+def test_line_progress_prints_first_and_last_lines_and_throttles_the_rest(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from storekit.__main__ import _line_progress
+
+    update = _line_progress(every_s=3600)
+    for done in (0, 10, 20, 30):
+        update("logs", done, 30)
+    update("logs", 30, 30)  # a repeated final call prints nothing more
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["copying logs: 0/30 rows (0%)", "copying logs: 30/30 rows (100%)"]
