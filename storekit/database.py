@@ -7,11 +7,14 @@ backend's handle and is cached per SQL string.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import random
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from storekit.backends.base import (
     Backend,
@@ -21,8 +24,9 @@ from storekit.backends.base import (
     Row,
     RunResult,
     SqliteOptions,
+    isolation_level,
 )
-from storekit.errors import ConfigurationError, StoreError
+from storekit.errors import BusyError, ConfigurationError, StoreError, TransactionConflict
 from storekit.params import Params
 from storekit.url import DatabaseURL, resolve_url
 
@@ -52,6 +56,13 @@ def _load_backend(name: str) -> type[Any]:
     return cls
 
 
+T = TypeVar("T")
+# atomic()'s backoff before re-run n: a random wait up to min(CAP, BASE * 2**n) ("full
+# jitter"), so transactions that collided once do not collide again in lockstep.
+RETRY_BASE_S = 0.002
+RETRY_CAP_S = 0.2
+
+
 class _Local(threading.local):
     # A class default makes "no transaction" a plain attribute hit, not a failed lookup.
     tx: Transaction | None = None
@@ -70,10 +81,12 @@ class _Closed:
 class Transaction:
     """A unit of work on one connection. Nested use becomes a SAVEPOINT."""
 
-    def __init__(self, db: Database, *, readonly: bool = False, team_id: Any = None) -> None:
+    def __init__(self, db: Database, *, readonly: bool = False, team_id: Any = None,
+                 isolation: str | None = None) -> None:
         self._db = db
         self._readonly = readonly
         self._team_id = team_id
+        self._isolation = isolation
         self._handle: Handle | None = None
         self._savepoint: str | None = None
         self._outer: Transaction | None = None
@@ -84,6 +97,15 @@ class Transaction:
         if outer is not None:
             if self._team_id is not None and self._team_id != outer._team_id:
                 raise ConfigurationError("a nested transaction cannot change the team scope")
+            if self._readonly and not outer._readonly:
+                raise ConfigurationError(
+                    "a read-only transaction cannot nest inside a write transaction: its "
+                    "writes would not be refused")
+            if self._isolation is not None and self._isolation != outer._isolation:
+                raise ConfigurationError(
+                    f"a nested transaction cannot change the isolation level "
+                    f"({outer._isolation} -> {self._isolation})")
+            self._isolation = outer._isolation
             assert outer._handle is not None
             self._handle = outer._handle
             self._team_id = outer._team_id
@@ -91,7 +113,10 @@ class Transaction:
             self._savepoint = f"storekit_sp_{db._savepoints}"
             db._backend.savepoint(outer._handle, self._savepoint)
         else:
-            self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id)
+            if self._isolation is None:
+                self._isolation = db.isolation
+            self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id,
+                                             isolation=self._isolation)
         self._outer = outer
         db._local.tx = self
         # Bind the handle's methods on the instance: tx.run() is then one call, not three.
@@ -129,6 +154,11 @@ class Transaction:
     def team_id(self) -> Any:
         return self._team_id
 
+    @property
+    def isolation(self) -> str | None:
+        """The level this transaction runs at (known once it has begun)."""
+        return self._isolation
+
     def run(self, sql: str, params: Params = None) -> RunResult:
         return self._h().run(sql, params)
 
@@ -151,9 +181,11 @@ class Transaction:
 class Database:
     """One store, shared safely by the threads of a process."""
 
-    def __init__(self, url: DatabaseURL, backend: Backend) -> None:
+    def __init__(self, url: DatabaseURL, backend: Backend,
+                 isolation: str = "serializable") -> None:
         self._url = url
         self._backend: Backend = backend
+        self.isolation = isolation_level(isolation) or "serializable"
         self._local = _Local()
         self._savepoints = 0
         self._dialect: Dialect | None = None
@@ -222,10 +254,62 @@ class Database:
         tx = self._local.tx
         (tx or self._backend).exec(script)
 
-    def transaction(self, *, readonly: bool = False, team_id: Any = None) -> Transaction:
-        """Commit on normal exit, roll back and re-raise on an exception; nest with SAVEPOINTs."""
+    def transaction(self, *, readonly: bool = False, team_id: Any = None,
+                    isolation: str | None = None) -> Transaction:
+        """Commit on normal exit, roll back and re-raise on an exception; nest with SAVEPOINTs.
+
+        isolation is "serializable" (the default, see create_database), "repeatable read"
+        or "read committed". On PostgreSQL it is the transaction's level; a conflict at
+        the two higher levels raises TransactionConflict (retry it, or use atomic()). On
+        SQLite every level is already met: write transactions run one at a time (BEGIN
+        IMMEDIATE) and a read-only one reads a single snapshot, so the name is only checked.
+        A nested transaction keeps its outer one's level and cannot be read-only inside a
+        write transaction.
+        """
         self._backend.capabilities  # noqa: B018 - raises on a closed database
-        return Transaction(self, readonly=readonly, team_id=team_id)
+        return Transaction(self, readonly=readonly, team_id=team_id,
+                           isolation=isolation_level(isolation))
+
+    def atomic(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retries: int = 10,
+        isolation: str | None = None,
+        readonly: bool = False,
+        team_id: Any = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run fn(tx, *args, **kwargs) in a transaction and return its result, running it
+        again (up to `retries` more times, after a jittered exponential backoff) when it
+        fails with TransactionConflict or BusyError.
+
+        fn must be safe to run again: everything it wrote was rolled back. Inside another
+        transaction it runs once, as a savepoint: a conflict dooms the outer transaction,
+        so the outermost atomic() is the one that retries. The last error is raised with
+        the number of attempts in its message. A BusyError attempt can wait a whole busy
+        timeout, so the worst case is (retries + 1) busy timeouts.
+        """
+        if retries < 0:
+            raise ConfigurationError(f"atomic(retries={retries}): must be >= 0")
+        if self._local.tx is not None:
+            with self.transaction(readonly=readonly, team_id=team_id,
+                                  isolation=isolation) as tx:
+                return fn(tx, *args, **kwargs)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.transaction(readonly=readonly, team_id=team_id,
+                                      isolation=isolation) as tx:
+                    return fn(tx, *args, **kwargs)
+            except (TransactionConflict, BusyError) as exc:
+                if attempt > retries:
+                    # The same exception, so its class and driver cause stay as they were.
+                    exc.args = (f"{exc} (gave up after {attempt} attempts)", *exc.args[1:])
+                    raise
+            time.sleep(random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt)))
 
     def scope(self, *, team_id: Any) -> Transaction:
         """A transaction in which row-level security sees only this team's rows."""
@@ -334,27 +418,47 @@ def create_database(
     *,
     pool: PoolOptions | None = None,
     sqlite: SqliteOptions | None = None,
+    isolation: str = "serializable",
+    busy_timeout_ms: int | None = None,
 ) -> Database:
     """Open the database a URL names: the argument, else STOREKIT_DATABASE_URL, else
-    DATABASE_URL, else the SQLite file ./storekit.db."""
+    DATABASE_URL, else the SQLite file ./storekit.db.
+
+    isolation is the default level of this Database's transactions (see
+    Database.transaction). busy_timeout_ms, for either backend, bounds a wait for another
+    writer's lock before BusyError; it overrides the value in `pool` or `sqlite` (both
+    default to 5000).
+    """
+    level = isolation_level(isolation) or "serializable"
     parsed = resolve_url(url)
     backend_cls = _load_backend(parsed.backend)
     if parsed.backend == "sqlite":
         if pool is not None:
             raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
+        if busy_timeout_ms is not None:
+            sqlite = dataclasses.replace(sqlite or SqliteOptions(),
+                                         busy_timeout_ms=busy_timeout_ms)
         backend = backend_cls(parsed, sqlite)
     else:
         if sqlite is not None:
             raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
+        if busy_timeout_ms is not None:
+            pool = dataclasses.replace(pool or PoolOptions(), busy_timeout_ms=busy_timeout_ms)
         backend = backend_cls(parsed, pool)
-    return Database(parsed, backend)
+    return Database(parsed, backend, level)
 
 
-def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None) -> Database:
+def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None,
+                  isolation: str = "serializable",
+                  busy_timeout_ms: int | None = None) -> Database:
     """Open (or create) a SQLite file; missing parent folders are created."""
-    return create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite)
+    return create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite,
+                           isolation=isolation, busy_timeout_ms=busy_timeout_ms)
 
 
-def create_memory_database(*, sqlite: SqliteOptions | None = None) -> Database:
+def create_memory_database(*, sqlite: SqliteOptions | None = None,
+                           isolation: str = "serializable",
+                           busy_timeout_ms: int | None = None) -> Database:
     """A private in-memory SQLite database; it never touches the disk."""
-    return create_database(DatabaseURL("sqlite", database=":memory:"), sqlite=sqlite)
+    return create_database(DatabaseURL("sqlite", database=":memory:"), sqlite=sqlite,
+                           isolation=isolation, busy_timeout_ms=busy_timeout_ms)

@@ -20,6 +20,11 @@ class Dialect:
     def json_get_number(self, column: str, path: str) -> str:
         return json_expression(self.backend, column, path, number=True)
 
+    def for_update(self) -> str:
+        """A row lock to append to a SELECT: " FOR UPDATE" on PostgreSQL; nothing on SQLite,
+        whose write transactions hold the whole database from BEGIN IMMEDIATE on."""
+        return "" if self.backend == "sqlite" else " FOR UPDATE"
+
     def now(self) -> str:
         return SQLITE_NOW if self.backend == "sqlite" else "now()"
 

@@ -54,6 +54,19 @@ class BusyError(OperationalError):
     """A lock wait timed out (SQLite busy timeout, PostgreSQL lock_timeout)."""
 
 
+class TransactionConflict(OperationalError):
+    """The transaction conflicted with a concurrent one and was rolled back; retry it
+    (Database.atomic does)."""
+
+
+class SerializationFailure(TransactionConflict):
+    """PostgreSQL SQLSTATE 40001: no serial order explains both transactions."""
+
+
+class DeadlockDetected(TransactionConflict):
+    """PostgreSQL SQLSTATE 40P01: two transactions waited for each other."""
+
+
 class PoolTimeout(OperationalError):
     """No pooled connection became free within the configured timeout."""
 
@@ -93,6 +106,8 @@ _PG_CODES: dict[str, type[StoreError]] = {
     "23502": NotNullViolation,
     "23514": CheckViolation,
     "55P03": BusyError,  # lock_not_available (lock_timeout, NOWAIT)
+    "40001": SerializationFailure,
+    "40P01": DeadlockDetected,
     "57P01": DatabaseUnavailable,  # admin_shutdown
     "57P02": DatabaseUnavailable,
     "57P03": DatabaseUnavailable,  # cannot_connect_now (starting up, shutting down)
@@ -107,7 +122,7 @@ _PG_CLASSES: dict[str, type[StoreError]] = {
     "22": ProgrammingError,
     "28": DatabaseUnavailable,  # invalid authorization
     "3D": DatabaseUnavailable,  # invalid catalog name: the database does not exist
-    "40": OperationalError,  # serialization failure, deadlock
+    "40": OperationalError,  # 40003 statement_completion_unknown must not be retried
     "53": OperationalError,  # insufficient resources
     "57": OperationalError,
 }

@@ -32,15 +32,37 @@ class Capabilities:
     server_version: str
 
 
+ISOLATION_LEVELS = ("serializable", "repeatable read", "read committed")
+
+
+def isolation_level(name: str | None) -> str | None:
+    """The canonical name of an isolation level ("read_committed" -> "read committed")."""
+    if name is None:
+        return None
+    from storekit.errors import ConfigurationError
+
+    level = " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+    if level not in ISOLATION_LEVELS:
+        raise ConfigurationError(
+            f"unknown isolation level {name!r}; allowed: {', '.join(ISOLATION_LEVELS)}")
+    return level
+
+
 @dataclass(frozen=True)
 class PoolOptions:
-    """psycopg_pool settings; the names and meaning follow psycopg_pool.ConnectionPool."""
+    """psycopg_pool settings; the names and meaning follow psycopg_pool.ConnectionPool.
+
+    busy_timeout_ms bounds a wait for another session's row or table lock (PostgreSQL's
+    lock_timeout; BusyError when it runs out), as SqliteOptions.busy_timeout_ms bounds the
+    wait for SQLite's write lock.
+    """
 
     min_size: int = 1
     max_size: int = 10
     max_idle: float = 600.0
     timeout: float = 30.0
     connect_timeout: float = 5.0
+    busy_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
         from storekit.errors import ConfigurationError
@@ -52,6 +74,8 @@ class PoolOptions:
             )
         if self.timeout <= 0 or self.connect_timeout <= 0 or self.max_idle <= 0:
             raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
+        if not isinstance(self.busy_timeout_ms, int) or self.busy_timeout_ms < 0:
+            raise ConfigurationError("PoolOptions.busy_timeout_ms must be an int >= 0")
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,8 @@ class Backend(Protocol):
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]: ...
     def exec(self, script: str) -> None: ...
     def settings(self) -> dict[str, Any]: ...
-    def begin(self, *, readonly: bool, team_id: Any = None) -> Handle: ...
+    def begin(self, *, readonly: bool, team_id: Any = None,
+              isolation: str = "serializable") -> Handle: ...
     def finish(self, handle: Handle, *, commit: bool) -> None: ...
     def savepoint(self, handle: Handle, name: str) -> None: ...
     def release(self, handle: Handle, name: str, *, commit: bool) -> None: ...

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
         "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
     ) from exc
 
-from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
+from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
 from storekit.errors import DatabaseUnavailable, PoolTimeout, from_psycopg
 from storekit.params import Params, check_params, translate
 from storekit.url import DatabaseURL
@@ -40,6 +40,9 @@ SETTINGS_SHOWN = (
     "wal_buffers", "checkpoint_timeout", "max_wal_size", "work_mem", "effective_io_concurrency",
 )
 _cursor_names = itertools.count()
+_BEGIN = {(level, readonly): f"BEGIN ISOLATION LEVEL {level.upper()}"
+          + (" READ ONLY" if readonly else "")
+          for level in ISOLATION_LEVELS for readonly in (False, True)}
 
 
 # Data methods as functions of (connection, password): the autocommit path calls them on
@@ -158,6 +161,7 @@ class PostgresBackend:
                 # Give up a failing reconnection after 2 s: the next request then starts
                 # a fresh attempt at once instead of waiting out a long backoff.
                 reconnect_timeout=2.0,
+                configure=self._configure,
                 open=False,
                 name="storekit",
             )
@@ -177,6 +181,11 @@ class PostgresBackend:
             full_text="tsvector",
             server_version=version,
         )
+
+    def _configure(self, conn: psycopg.Connection[Row]) -> None:
+        """Session settings of every pooled connection: a lock wait ends in BusyError after
+        the busy timeout, as on SQLite (0 there means "fail at once": 1 ms here)."""
+        conn.execute(f"SET lock_timeout = {max(1, self.pool_options.busy_timeout_ms)}")
 
     @staticmethod
     def _read_settings(conn: psycopg.Connection[Row]) -> dict[str, Any]:
@@ -241,7 +250,8 @@ class PostgresBackend:
             self._pool.putconn(conn)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        handle = self.begin(readonly=True)
+        # One statement on one snapshot: no anomaly to prevent, and never a conflict.
+        handle = self.begin(readonly=True, isolation="repeatable read")
         ok = False
         try:
             yield from handle.iter(sql, params)
@@ -257,13 +267,12 @@ class PostgresBackend:
             self._pool.putconn(conn)
 
     # Transactions.
-    def begin(self, *, readonly: bool, team_id: Any = None) -> PgHandle:
+    def begin(self, *, readonly: bool, team_id: Any = None,
+              isolation: str = "serializable") -> PgHandle:
         conn = self._getconn()
         handle = PgHandle(conn, self.password)
         try:
-            handle.exec(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if readonly else "BEGIN"
-            )
+            handle.exec(_BEGIN[isolation, readonly])
             if team_id is not None:
                 handle.get("SELECT set_config('app.team_id', ?, true)", (str(team_id),))
         except BaseException:
@@ -288,7 +297,8 @@ class PostgresBackend:
 
     def settings(self) -> dict[str, Any]:
         o = self.pool_options
-        return {**self._server_settings, "pool_min_size": o.min_size,
+        return {**self._server_settings, "lock_timeout": f"{o.busy_timeout_ms}ms",
+                "pool_min_size": o.min_size,
                 "pool_max_size": o.max_size, "pool_max_idle": o.max_idle,
                 "pool_timeout": o.timeout, "url": str(self.url)}
 

@@ -344,7 +344,10 @@ class SqliteBackend:
             self._release_writer()
 
     # Transactions.
-    def begin(self, *, readonly: bool, team_id: Any = None) -> SqliteHandle:
+    def begin(self, *, readonly: bool, team_id: Any = None,
+              isolation: str = "serializable") -> SqliteHandle:
+        # Every isolation level is met as it is: writers run one at a time and a
+        # read-only transaction reads one snapshot (see Database.transaction).
         if team_id is not None:
             from storekit.rls import sqlite_scope_error
 
