@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -140,10 +141,9 @@ def test_write_skew_cannot_commit_twice(store: Database) -> None:
         try:
             with store.transaction() as tx:
                 row = tx.get("SELECT on_call FROM doctors WHERE name = ?", (other,))
-                try:
+                # On SQLite the other is still waiting at BEGIN IMMEDIATE: the wait breaks.
+                with contextlib.suppress(threading.BrokenBarrierError):
                     both_read.wait()
-                except threading.BrokenBarrierError:
-                    pass  # SQLite: the other is still waiting at BEGIN IMMEDIATE
                 if row and row["on_call"]:
                     tx.run("UPDATE doctors SET on_call = 0 WHERE name = ?", (me,))
             outcomes.append("committed")
@@ -183,11 +183,11 @@ def test_postgres_transactions_are_serializable_by_default(storekit_postgres_url
         assert level(readonly=True) == "serializable"
         assert level(isolation="read committed") == "read committed"
         assert level(isolation="REPEATABLE_READ") == "repeatable read"
-    with storekit.create_database(storekit_postgres_url, isolation="read committed") as db:
-        with db.transaction() as tx:
-            assert tx.isolation == "read committed"
-            assert tx.get("SHOW transaction_isolation")["transaction_isolation"] == (  # type: ignore[index]
-                "read committed")
+    with storekit.create_database(storekit_postgres_url, isolation="read committed") as db, \
+            db.transaction() as tx:
+        assert tx.isolation == "read committed"
+        row = tx.get("SHOW transaction_isolation")
+        assert row == {"transaction_isolation": "read committed"}
 
 
 def test_isolation_names_are_checked(store: Database) -> None:
@@ -267,10 +267,10 @@ def test_blocked_postgres_update_raises_busy(storekit_postgres_url: str) -> None
                                 "UPDATE locked SET v = 3 WHERE id = 1"), retries=0)):
                 result: list[BaseException] = []
 
-                def blocked(attempt: Any = attempt) -> None:
+                def blocked(attempt: Any = attempt, result: list[BaseException] = result) -> None:
                     try:
                         attempt()
-                    except BaseException as exc:  # noqa: BLE001 - reported below
+                    except BaseException as exc:
                         result.append(exc)
 
                 t0 = time.monotonic()
