@@ -20,13 +20,14 @@ class Config:
     durability: str
     sqlite: storekit.SqliteOptions | None = None
     pg_session: dict[str, str] = field(default_factory=dict)
+    isolation: str = "serializable"  # storekit's default
 
     def open(self, url: str, *, pool_size: int = 1) -> storekit.Database:
         if self.backend == "sqlite":
-            return storekit.create_database(url, sqlite=self.sqlite)
+            return storekit.create_database(url, sqlite=self.sqlite, isolation=self.isolation)
         pool = storekit.PoolOptions(min_size=min(pool_size, 4), max_size=pool_size,
                                     timeout=30.0)
-        return storekit.create_database(url, pool=pool)
+        return storekit.create_database(url, pool=pool, isolation=self.isolation)
 
 
 CONFIGS: dict[str, Config] = {
@@ -53,8 +54,15 @@ CONFIGS: dict[str, Config] = {
                storekit.SqliteOptions(journal_mode="delete", synchronous="full",
                                       begin="deferred", busy_timeout_ms=5000,
                                       fair_locking=False)),
-        Config("postgres", "postgres", "PostgreSQL defaults (fsync on, synchronous_commit=on)",
+        Config("postgres", "postgres",
+               "PostgreSQL defaults (fsync on, synchronous_commit=on); storekit's "
+               "SERIALIZABLE transactions",
                "durable every commit"),
+        Config("postgres-read-committed", "postgres",
+               "postgres with READ COMMITTED transactions (PostgreSQL's own default): no "
+               "conflicts raised, read-then-write can lose updates",
+               "durable every commit",
+               isolation="read committed"),
         Config("postgres-async-commit", "postgres", "PostgreSQL with synchronous_commit=off",
                "may lose the last commits on a crash (matches sqlite-wal)",
                pg_session={"synchronous_commit": "off"}),

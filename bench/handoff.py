@@ -58,10 +58,11 @@ def _agent(url: str, fair: bool, agent: int, start: float, seconds: float,
             asked = clock()
             with db.transaction() as tx:
                 got = clock()
-                tx.get(agent_write.READ_AGENT, (me,))
+                row = tx.get(agent_write.READ_AGENT, (me,))
+                assert row is not None
                 tx.run(agent_write.INSERT_RESULT, (1, me, seq, docs[seq % len(docs)]))
                 tx.run(agent_write.INSERT_LOG, (1, me, seq, f"agent {agent} finished task {seq}"))
-                tx.run(agent_write.UPDATE_AGENT, (f"done {seq}", me))
+                tx.run(agent_write.UPDATE_AGENT, (f"done {seq}", row["runs"] + 1, me))
             spans.append(Span(asked, got, clock(), agent))
             seq += 1
     out.put(spans)

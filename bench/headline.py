@@ -11,7 +11,10 @@ from bench import recommend, results, style
 
 def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
     """One metric's median over repetitions: a row per config, a column per agent count."""
-    table: pd.DataFrame = recommend.medians(s, workload, metric, op).unstack("agents")
+    series = recommend.medians(s, workload, metric, op)
+    if series.empty:
+        return pd.DataFrame()
+    table: pd.DataFrame = series.unstack("agents")
     return table
 
 
@@ -22,11 +25,17 @@ def headline(run: results.Run) -> str:
         ("agent-write", "ops_per_s", "all", "agent-write: committed transactions/s", "{:,.0f}"),
         ("agent-write", "latency_p99_ms", "transaction", "agent-write: p99 latency (ms)",
          "{:,.1f}"),
+        ("agent-write", "retries", "all",
+         "agent-write: conflicts retried by db.atomic() per run", "{:,.0f}"),
+        ("agent-write", "errors_total", "all",
+         "agent-write: failed transactions per run (after retries)", "{:,.0f}"),
         ("read-while-write", "latency_p99_ms", "point_read",
          "read-while-write: reader p99 latency (ms)", "{:,.2f}"),
         ("search", "latency_p50_ms", "search", "search: p50 latency (ms)", "{:,.2f}"),
     ):
         table = medians(s, workload, metric, op)
+        if table.empty:
+            continue  # a run from before the metric existed
         lines.append(f"**{title}** (median of {run.meta['plan']['repetitions']} runs)\n")
         lines.append("| config | " + " | ".join(f"{a} agents" for a in table.columns) + " |")
         lines.append("|---|" + "---|" * len(table.columns))

@@ -26,6 +26,7 @@ COLORS = {
     "sqlite-rollback": "#ff7f0e",
     "sqlite-naive": "#d62728",
     "postgres": "#2ca02c",
+    "postgres-read-committed": "#bcbd22",
     "postgres-async-commit": "#98df8a",
 }
 LABELS = {
@@ -34,7 +35,8 @@ LABELS = {
     "sqlite-wal-full": "SQLite WAL, sync=FULL",
     "sqlite-rollback": "SQLite rollback journal",
     "sqlite-naive": "SQLite, Python defaults (deferred BEGIN)",
-    "postgres": "PostgreSQL (default, durable)",
+    "postgres": "PostgreSQL (durable, storekit's SERIALIZABLE)",
+    "postgres-read-committed": "PostgreSQL READ COMMITTED",
     "postgres-async-commit": "PostgreSQL synchronous_commit=off",
 }
 ORDER = list(COLORS)

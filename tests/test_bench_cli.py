@@ -108,6 +108,37 @@ def test_verification_catches_a_lost_write(tmp_path: Path) -> None:
     assert "missing" in check["detail"]
 
 
+def test_verification_catches_a_lost_update(tmp_path: Path) -> None:
+    """A step counter one short of the acknowledged steps is a lost update."""
+    import time
+
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    with CONFIGS["sqlite-wal"].open(url) as db:
+        agent_write.setup(db, {})
+        agent_write.prepare(db, 1, ["writer"])
+        ctx = AgentContext(0, "writer", 1, time.time(), 0.0, 0.3, None, seed=1)
+        result = drive(ctx, agent_write.operation(db, ctx))
+        steps = len(result.acked)
+        assert db.get("SELECT runs FROM agents") == {"runs": steps}
+        assert agent_write.verify(db, 1, [result])["lost"] == 0
+        db.run("UPDATE agents SET runs = runs - 1")
+        check = agent_write.verify(db, 1, [result])
+    assert check["lost"] == 1
+    assert f"{steps - 1} vs {steps}" in check["detail"]
+    assert agent_write.extra_metrics([result]) == {"retries": 0.0}
+
+
+def test_postgres_configs_differ_only_in_isolation(storekit_postgres_url: str) -> None:
+    from storekit.pytest_plugin import isolated_schema
+
+    with isolated_schema(storekit_postgres_url) as url:
+        for name, level in (("postgres", "serializable"),
+                            ("postgres-read-committed", "read committed")):
+            with CONFIGS[name].open(url) as db, db.transaction() as tx:
+                row = tx.get("SHOW transaction_isolation")
+                assert row == {"transaction_isolation": level}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
