@@ -13,7 +13,8 @@ def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFram
     """One metric's median over repetitions: a row per config, a column per agent count."""
     series = recommend.medians(s, workload, metric, op)
     if series.empty:
-        return pd.DataFrame()
+        empty: pd.DataFrame = pd.DataFrame()
+        return empty
     table: pd.DataFrame = series.unstack("agents")
     return table
 
