@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from storekit.errors import CapabilityError
-from storekit.schema_names import quote_ident
+from storekit.schema_names import derived_name, quote_ident
 
 if TYPE_CHECKING:
     from storekit.database import Database
@@ -30,7 +30,7 @@ def enable_row_security(db: Database, table: str, column: str = "team_id") -> No
     if db.backend != "postgres":
         raise sqlite_scope_error()
     t, c = quote_ident(table), quote_ident(column)
-    policy = quote_ident(f"storekit_team_{table}")
+    policy = quote_ident(derived_name(f"storekit_team_{table}"))
     # NULLIF turns an unset setting ('' after a scope ends) into NULL, which matches no row.
     check = f"{c}::text = NULLIF(current_setting('{SETTING}', true), '')"
     db.exec(
