@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from storekit.search import fts_table
+
 if TYPE_CHECKING:
     from storekit.database import Database
 
@@ -148,7 +150,7 @@ def read_sqlite(db: Database) -> SchemaInfo:
                 table.uniques.append(idx_cols)
             else:
                 table.indexes.append(IndexInfo(idx["name"], idx_cols, bool(idx["unique"])))
-        fts_name = f"{name}_fts"
+        fts_name = fts_table(name)
         if fts_name in fts:
             table.search_columns = [c["name"] for c in db.all(
                 "SELECT name FROM pragma_table_info(?)", (fts_name,))]

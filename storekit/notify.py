@@ -39,6 +39,10 @@ class Notification:
     channel: str
     payload: str
     received_at: float  # time.time() when this process received it
+    # A marker, not a message: notifications on this channel may have been missed just
+    # before it (the listener reconnected, or SQLite pruned events it had not read yet).
+    # Re-read whatever state the notifications stand for.
+    reconnected: bool = False
 
     def json(self) -> Any:
         """The payload parsed as JSON (what notify() sent when given a dict)."""
@@ -98,6 +102,7 @@ class Subscription:
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"storekit-listen-{','.join(self.channels)}")
         self.error: BaseException | None = None
+        self.reconnects = 0  # how many markers (reconnected=True) were delivered per channel
 
     def _start(self) -> Subscription:
         self._thread.start()
@@ -112,6 +117,13 @@ class Subscription:
     def _deliver(self, channel: str, payload: str) -> None:
         if channel in self.channels:
             self._queue.put(Notification(channel, payload, time.time()))
+
+    def _missed(self) -> None:
+        """Tell the subscriber notifications may be lost: a marker on every channel."""
+        self.reconnects += 1
+        now = time.time()
+        for channel in self.channels:
+            self._queue.put(Notification(channel, "", now, reconnected=True))
 
     def get(self, timeout: float | None = None) -> Notification | None:
         """The next notification, or None if none arrives within the timeout."""
@@ -148,7 +160,7 @@ class PostgresSubscription(Subscription):
     def __init__(self, db: Database, channels: Sequence[str]) -> None:
         super().__init__(channels)
         self._conninfo = db._url.conninfo()
-        self.reconnects = 0
+        self._backend_pid: int | None = None
 
     def _connect(self) -> Any:
         import psycopg
@@ -162,11 +174,18 @@ class PostgresSubscription(Subscription):
         import psycopg
 
         conn = None
+        lost = False
         while not self._closed.is_set():
             try:
                 if conn is None:
                     conn = self._connect()
+                    self._backend_pid = conn.info.backend_pid
                     self._ready.set()
+                    if lost:
+                        # LISTEN is active again: anything sent while the connection was
+                        # down is gone (the server queues only for live listeners).
+                        lost = False
+                        self._missed()
                 for n in conn.notifies(timeout=0.2):
                     self._deliver(n.channel, n.payload)
             except psycopg.Error as exc:
@@ -179,7 +198,7 @@ class PostgresSubscription(Subscription):
                 if conn is not None:
                     conn.close()
                     conn = None
-                    self.reconnects += 1
+                    lost = True
                 time.sleep(0.2)  # the server is restarting; try again shortly
         if conn is not None:
             conn.close()
@@ -221,6 +240,8 @@ class SqliteSubscription(Subscription):
                 if current == version:
                     continue
                 version = current
+                oldest = conn.execute(f"SELECT MIN(id) FROM {EVENTS_TABLE}").fetchone()[0]
+                last = self._check_gap(last, oldest)
                 for event_id, channel, payload in conn.execute(select, (last, *self.channels)):
                     last = event_id
                     self._deliver(channel, payload)
@@ -230,6 +251,15 @@ class SqliteSubscription(Subscription):
         finally:
             conn.close()
 
+    def _check_gap(self, last: int, oldest: int | None) -> int:
+        """Event ids have no gaps, so an oldest id past last + 1 means pruning removed
+        events this listener had not read (it fell RETENTION_SECONDS behind): a marker, as
+        for a PostgreSQL reconnect. The gap is then acknowledged."""
+        if oldest is not None and oldest > last + 1:
+            self._missed()
+            return oldest - 1
+        return last
+
     def _run_memory(self, select: str) -> None:
         # One in-memory database has one connection; share it under the backend's lock.
         row = self._db.get(f"SELECT COALESCE(MAX(id), 0) AS m FROM {EVENTS_TABLE}")
@@ -238,6 +268,8 @@ class SqliteSubscription(Subscription):
         while not self._closed.wait(self.poll_interval):
             if self._db.closed:
                 return
+            row = self._db.get(f"SELECT MIN(id) AS m FROM {EVENTS_TABLE}")
+            last = self._check_gap(last, row["m"] if row else None)
             for event in self._db.all(select, (last, *self.channels)):
                 last = event["id"]
                 self._deliver(event["channel"], event["payload"])

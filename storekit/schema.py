@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storekit.errors import CapabilityError, ConfigurationError
-from storekit.schema_names import check_ident, quote_ident
+from storekit.schema_names import check_ident, derived_name, quote_ident
 
 if TYPE_CHECKING:
     from storekit.database import Database
@@ -207,19 +207,20 @@ def _index_sql(backend: str, table: Table, index: Index, if_not_exists: bool) ->
                 f"GIN indexes exist only on PostgreSQL (index on {table.name}.{index.gin}); "
                 "on SQLite use Index(json_path=(column, '$.key')) for the keys you query"
             )
-        name = index.name or f"{table.name}_{index.gin}_gin"
+        name = index.name or derived_name(f"{table.name}_{index.gin}", "_gin")
         return (f"CREATE INDEX{exists} {quote_ident(name)} ON {t} "
                 f"USING GIN ({quote_ident(index.gin)} jsonb_path_ops)")
     if index.json_path:
         column, path = index.json_path
         table.column(column)
         key = "_".join(json_path_parts(path))
-        name = index.name or f"{table.name}_{column}_{key}_idx"
+        name = index.name or derived_name(f"{table.name}_{column}_{key}", "_idx")
         expr = json_expression(backend, column, path)
         return f"CREATE {unique}INDEX{exists} {quote_ident(name)} ON {t} ({expr})"
     for column in index.columns_or_expressions:
         table.column(column)
-    name = index.name or f"{table.name}_{'_'.join(index.columns_or_expressions)}_idx"
+    name = index.name or derived_name(
+        f"{table.name}_{'_'.join(index.columns_or_expressions)}", "_idx")
     cols = ", ".join(quote_ident(c) for c in index.columns_or_expressions)
     return f"CREATE {unique}INDEX{exists} {quote_ident(name)} ON {t} ({cols})"
 
@@ -245,6 +246,10 @@ def schema_sql(backend: str, table: Table) -> str:
 
 def create_table(db: Database, table: Table, *, if_not_exists: bool = True) -> None:
     statements = schema_statements(db.backend, table, if_not_exists=if_not_exists)
+    if table.search is not None:
+        from storekit.search import check_language
+
+        check_language(db, table.search.language)
     if if_not_exists and table.name in tables(db):
         return  # search triggers and indexes already exist with the table
     with db.transaction() as tx:
@@ -257,7 +262,9 @@ def drop_table(db: Database, name: str, *, if_exists: bool = True) -> None:
     statements = []
     if db.backend == "sqlite":
         # The FTS table is not dropped with its content table; the triggers are.
-        statements.append(f"DROP TABLE IF EXISTS {quote_ident(name + '_fts')}")
+        from storekit.search import fts_table
+
+        statements.append(f"DROP TABLE IF EXISTS {quote_ident(fts_table(name))}")
     statements.append(f"DROP TABLE{exists} {quote_ident(name)}")
     with db.transaction() as tx:
         for statement in statements:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from storekit.errors import CapabilityError, ProgrammingError
 from storekit.params import Params
-from storekit.schema_names import check_ident, quote_ident
+from storekit.schema_names import check_ident, derived_name, quote_ident
 
 if TYPE_CHECKING:
     from storekit.database import Database
@@ -110,13 +110,23 @@ def tsquery_expression(clauses: list[list[Term]], stop_words: frozenset[str] = S
 
 
 def _language(backend: str, language: str) -> str:
-    check_ident(language, "search language")
+    check_ident(language, "search language")  # never a quote: it is pasted as a literal
     if backend == "sqlite" and language not in LANGUAGES_SQLITE:
         raise CapabilityError(
             f"SQLite FTS5 stems English only (language='english' or 'simple'), not {language!r};"
             " PostgreSQL supports its other text search configurations"
         )
     return language
+
+
+def fts_table(table: str) -> str:
+    """SQLite: the FTS5 table of a searchable table (its triggers end in _fts_ai/_ad/_au)."""
+    return derived_name(table, "_fts")
+
+
+def search_index(table: str) -> str:
+    """PostgreSQL: the GIN index on a searchable table's tsvector column."""
+    return derived_name(table, "_search_idx")
 
 
 def search_statements(backend: str, table: str, columns: Sequence[str],
@@ -131,30 +141,47 @@ def search_statements(backend: str, table: str, columns: Sequence[str],
         return [
             f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {SEARCH_COLUMN} tsvector GENERATED ALWAYS"
             f" AS (to_tsvector('{language}', {doc})) STORED",
-            f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_search_idx')} ON {t}"
+            f"CREATE INDEX IF NOT EXISTS {quote_ident(search_index(table))} ON {t}"
             f" USING GIN ({SEARCH_COLUMN})",
             # The query side must use the same configuration; the comment records it.
             f"COMMENT ON COLUMN {t}.{SEARCH_COLUMN} IS '{language}'",
         ]
-    fts = quote_ident(table + "_fts")
+    fts = quote_ident(fts_table(table))
     col_list = ", ".join(cols)
     new = ", ".join(f"new.{c}" for c in cols)
     old = ", ".join(f"old.{c}" for c in cols)
     delete = f"INSERT INTO {fts} ({fts}, rowid, {col_list}) VALUES ('delete', old.rowid, {old});"
     insert = f"INSERT INTO {fts} (rowid, {col_list}) VALUES (new.rowid, {new});"
-    trigger = quote_ident(table + "_fts_a").rstrip('"')
+    ai, ad, au = (quote_ident(derived_name(table, f"_fts_a{op}")) for op in "idu")
     return [
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5({col_list}, content={t},"
         f" content_rowid='rowid', tokenize='{LANGUAGES_SQLITE[language]}')",
-        f'CREATE TRIGGER IF NOT EXISTS {trigger}i" AFTER INSERT ON {t} BEGIN {insert} END',
-        f'CREATE TRIGGER IF NOT EXISTS {trigger}d" AFTER DELETE ON {t} BEGIN {delete} END',
-        f'CREATE TRIGGER IF NOT EXISTS {trigger}u" AFTER UPDATE ON {t} BEGIN {delete} {insert} END',
+        f"CREATE TRIGGER IF NOT EXISTS {ai} AFTER INSERT ON {t} BEGIN {insert} END",
+        f"CREATE TRIGGER IF NOT EXISTS {ad} AFTER DELETE ON {t} BEGIN {delete} END",
+        f"CREATE TRIGGER IF NOT EXISTS {au} AFTER UPDATE ON {t} BEGIN {delete} {insert} END",
         f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')",
     ]
 
 
+def check_language(db: Database, language: str) -> str:
+    """The language, if this server can search in it: on PostgreSQL a text search
+    configuration in pg_ts_config visible on the search path, on SQLite a tokenizer in
+    LANGUAGES_SQLITE. It is pasted into SQL only after this check."""
+    _language(db.backend, language)
+    if db.backend == "postgres" and db.get(
+        "SELECT 1 AS ok FROM pg_ts_config WHERE cfgname = ? AND pg_ts_config_is_visible(oid)",
+        (language,),
+    ) is None:
+        raise ProgrammingError(
+            f"{language!r} is not a text search configuration on this server"
+            " (see SELECT cfgname FROM pg_ts_config)"
+        )
+    return language
+
+
 def enable_search(db: Database, table: str, columns: Sequence[str], *,
                   language: str = "english") -> None:
+    check_language(db, language)
     with db.transaction() as tx:
         for statement in search_statements(db.backend, table, columns, language):
             tx.exec(statement)
@@ -163,10 +190,10 @@ def enable_search(db: Database, table: str, columns: Sequence[str], *,
 
 def rebuild_search(db: Database, table: str) -> None:
     if db.backend == "sqlite":
-        fts = quote_ident(table + "_fts")
+        fts = quote_ident(fts_table(table))
         db.run(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")
     else:
-        db.exec(f"REINDEX INDEX {quote_ident(table + '_search_idx')}")
+        db.exec(f"REINDEX INDEX {quote_ident(search_index(table))}")
 
 
 def _search_info(db: Database, table: str) -> tuple[str, str]:
@@ -186,7 +213,15 @@ def _search_info(db: Database, table: str) -> tuple[str, str]:
         )
         if not names or row is None:
             raise ProgrammingError(f"table {table!r} has no search index; call enable_search")
-        cached = (", ".join(f"{t}.{quote_ident(n)}" for n in names), row["language"] or "english")
+        # The comment is whatever the table's owner wrote: check it like user input.
+        try:
+            language = check_language(db, row["language"] or "english")
+        except ProgrammingError as exc:
+            raise ProgrammingError(
+                f"the search index on {table!r} records an unusable language in the comment"
+                f" on its {SEARCH_COLUMN} column: {exc}"
+            ) from exc
+        cached = (", ".join(f"{t}.{quote_ident(n)}" for n in names), language)
         db._search_columns[table] = cached
     return cached
 
@@ -201,7 +236,7 @@ def _search_sql_text(backend: str, t: str, select: str, language: str, where: st
 
     extra = f" AND ({where})" if where else ""
     if backend == "sqlite":
-        fts = t[:-1] + '_fts"'
+        fts = quote_ident(fts_table(t[1:-1]))
         return (
             f"SELECT {select}, s.rank AS rank FROM (SELECT rowid AS rid, -bm25({fts}) AS rank"
             f" FROM {fts} WHERE {fts} MATCH {mark('q')}) AS s JOIN {t} ON {t}.rowid = s.rid"

@@ -137,6 +137,7 @@ def test_postgres_restart_is_survived(storekit_postgres_server: Any) -> None:
         storekit_postgres_server.start()
         deadline = time.monotonic() + 20
         received = None
+        markers = 0
         while received is None and time.monotonic() < deadline:
             try:
                 db.notify("restart_check", "after")
@@ -144,6 +145,80 @@ def test_postgres_restart_is_survived(storekit_postgres_server: Any) -> None:
                 time.sleep(0.2)  # a pooled connection died with the old server; retry
                 continue
             received = sub.get(timeout=1)
+            while received is not None and received.reconnected:
+                markers += 1
+                received = sub.get(timeout=1)
         assert received is not None
         assert received.payload == "after"
-        assert sub.reconnects >= 1  # type: ignore[attr-defined]
+        assert sub.reconnects >= 1
+        assert markers >= 1  # the subscriber was told notifications may have been lost
+
+
+def _next_message(sub: Any, timeout: float = 20) -> Notification | None:
+    """The next notification that is not a marker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = sub.get(timeout=0.5)
+        if n is not None and not n.reconnected:
+            return n  # type: ignore[no-any-return]
+    return None
+
+
+def test_listener_killed_tells_the_subscriber(store: Database) -> None:
+    """pg_terminate_backend on the listening connection: what is sent while it is down is
+    lost (the server keeps notifications only for live listeners), so a marker on every
+    channel says so, and delivery resumes after it."""
+    if store.backend != "postgres":
+        pytest.skip("a PostgreSQL listener connection")
+    with store.listen("kill_a", "kill_b") as sub:
+        store.notify("kill_a", "before")
+        first = sub.get(timeout=10)
+        assert first is not None
+        assert (first.payload, first.reconnected) == ("before", False)
+        pid = sub._backend_pid  # type: ignore[attr-defined]
+        assert store.get("SELECT pg_terminate_backend(?) AS ok", (pid,)) == {"ok": True}
+        for i in range(20):
+            store.notify("kill_a", f"meanwhile {i}")  # some of these are lost
+        markers: dict[str, int] = {}
+        received: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(markers) < 2 and time.monotonic() < deadline:
+            n = sub.get(timeout=0.5)
+            if n is not None and n.reconnected:
+                assert n.payload == ""
+                markers[n.channel] = markers.get(n.channel, 0) + 1
+            elif n is not None:
+                assert not markers, "a notification after the marker came before it was sent"
+                received.append(n.payload)
+        assert set(markers) == {"kill_a", "kill_b"}
+        assert sub.reconnects == 1
+        assert received == [f"meanwhile {i}" for i in range(len(received))]
+        store.notify("kill_b", "after")
+        after = _next_message(sub)
+        assert after is not None
+        assert (after.channel, after.payload) == ("kill_b", "after")
+
+
+def test_sqlite_events_pruned_before_read_tell_the_subscriber(tmp_path: Any) -> None:
+    """The emulation's comparable loss: events pruned before a slow listener read them."""
+    with storekit.open_database(tmp_path / "events.db") as db, db.listen("p") as sub:
+        db.notify("p", "first")
+        first = _next_message(sub)
+        assert first is not None
+        assert first.payload == "first"
+        with db.transaction():  # one commit: the listener cannot read "gone" in between
+            db.notify("p", "gone")
+            # Pruning deletes the oldest events: here the read one and the unread one.
+            db.run("DELETE FROM _storekit_events WHERE payload IN ('first', 'gone')")
+            db.notify("p", "kept")
+        marker = sub.get(timeout=20)
+        assert marker is not None
+        assert (marker.channel, marker.reconnected) == ("p", True)
+        kept = sub.get(timeout=20)
+        assert kept is not None
+        assert (kept.payload, kept.reconnected) == ("kept", False)
+        assert sub.reconnects == 1
+        db.notify("p", "again")
+        again = sub.get(timeout=20)
+        assert again is not None
+        assert (again.payload, again.reconnected) == ("again", False)  # one marker per gap

@@ -291,3 +291,12 @@ def test_for_update_runs_on_both(store: Database) -> None:
     with store.transaction(isolation="read committed") as tx:
         row = tx.get("SELECT n FROM counters WHERE id = ?" + store.dialect.for_update(), (1,))
         assert row == {"n": 0}
+
+
+def test_lock_timeout_survives_a_session_reset(storekit_postgres_url: str) -> None:
+    """A caller's SET lock_timeout is undone when the connection goes back to the pool,
+    and storekit's own bound comes back with it."""
+    pool = storekit.PoolOptions(min_size=1, max_size=1)
+    with storekit.create_database(storekit_postgres_url, pool=pool, busy_timeout_ms=300) as db:
+        db.run("SET lock_timeout = 0")  # would wait forever if it stayed
+        assert db.get("SHOW lock_timeout") == {"lock_timeout": "300ms"}

@@ -1,13 +1,15 @@
 """PostgreSQL through psycopg 3 and psycopg_pool.
 
 Pooled connections run in autocommit; storekit sends BEGIN/COMMIT itself, so a
-transaction is one borrowed connection and the pool's reset (rollback of anything left
-open) guarantees nobody borrows a dirty one.
+transaction is one borrowed connection. A returned connection is reset (RESET_SESSION)
+before the pool takes it back, so no SET, temporary table, advisory lock, open cursor or
+LISTEN reaches the next borrower (a transaction left open is rolled back first).
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
 from storekit.errors import DatabaseUnavailable, PoolTimeout, from_psycopg
 from storekit.params import Params, check_params, translate
+from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
 # Dicts and lists are sent as jsonb; everything else keeps psycopg's own adaptation.
@@ -43,6 +46,22 @@ _cursor_names = itertools.count()
 _BEGIN = {(level, readonly): f"BEGIN ISOLATION LEVEL {level.upper()}"
           + (" READ ONLY" if readonly else "")
           for level in ISOLATION_LEVELS for readonly in (False, True)}
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+_RESETTABLE = (_IDLE, psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+
+# DISCARD ALL without DEALLOCATE ALL / DISCARD PLANS: psycopg's own prepared statements
+# survive (the hot path keeps them), every setting goes back to its value at connection
+# start (so a URL's options=-csearch_path=... stays), and the rest of the session is cleared.
+RESET_SESSION = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
+                 " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+_SCOPE_SCHEMAS = (
+    # Schemas where enable_row_security installed the key registration. Functions the
+    # session's own role could have written are ignored: they could keep the key.
+    "SELECT quote_ident(n.nspname) AS s FROM pg_proc p"
+    " JOIN pg_namespace n ON n.oid = p.pronamespace"
+    f" WHERE p.proname = '{REGISTER}' AND p.prosecdef"
+    " AND NOT pg_has_role(session_user, p.proowner, 'USAGE')"
+)
 
 
 # Data methods as functions of (connection, password): the autocommit path calls them on
@@ -135,6 +154,13 @@ class PostgresBackend:
         self.url = url
         self.pool_options = pool or PoolOptions()
         self.password = url.password
+        # Team scopes: a key SQL never sees (storekit/rls.py), registered as each connects.
+        self._scope_key = secrets.token_bytes(32)
+        # A lock wait ends in BusyError after the busy timeout, as on SQLite (where 0 means
+        # "fail at once": 1 ms here). Set on every new connection and again after a reset.
+        self._session_settings = (
+            f"SET lock_timeout = {max(1, self.pool_options.busy_timeout_ms)}")
+        self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
         conninfo = self._conninfo = url.conninfo()
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "context": ADAPTERS}
@@ -183,9 +209,18 @@ class PostgresBackend:
         )
 
     def _configure(self, conn: psycopg.Connection[Row]) -> None:
-        """Session settings of every pooled connection: a lock wait ends in BusyError after
-        the busy timeout, as on SQLite (0 there means "fail at once": 1 ms here)."""
-        conn.execute(f"SET lock_timeout = {max(1, self.pool_options.busy_timeout_ms)}")
+        """A new pooled connection, before anyone borrows it: its session settings, and
+        this Database's scope key."""
+        conn.execute(self._session_settings)
+        self._register_scope_key(conn)
+
+    def _register_scope_key(self, conn: psycopg.Connection[Row]) -> None:
+        """Before anyone borrows a new connection: store this Database's scope key for its
+        backend in every schema where enable_row_security installed one (storekit/rls.py)."""
+        schemas = [r["s"] for r in conn.execute(_SCOPE_SCHEMAS).fetchall()]
+        if schemas:
+            calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)
+            conn.execute(f"SELECT {calls}", [self._scope_key] * len(schemas))
 
     @staticmethod
     def _read_settings(conn: psycopg.Connection[Row]) -> dict[str, Any]:
@@ -226,6 +261,22 @@ class PostgresBackend:
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout() from exc
 
+    def _putconn(self, conn: psycopg.Connection[Row]) -> None:
+        """Reset the session in the caller's thread (one round trip), then hand the
+        connection back. psycopg_pool's own reset= callback would run it on a worker thread:
+        measured, that thread hand-off cost more than the round trip."""
+        status = conn.pgconn.transaction_status
+        if status in _RESETTABLE:
+            try:
+                if status != _IDLE:
+                    # A transaction left open (BEGIN sent as SQL): a rollback undoes its
+                    # SETs, but not a session advisory lock it took.
+                    conn.rollback()
+                conn.execute(self._reset_session)
+            except psycopg.Error:
+                conn.close()  # the pool replaces a closed connection
+        self._pool.putconn(conn)
+
     # Autocommit data methods: each borrows a pooled connection for one statement;
     # putconn() drops a connection the statement found broken.
     def run(self, sql: str, params: Params = None) -> RunResult:
@@ -233,21 +284,21 @@ class PostgresBackend:
         try:
             return pg_run(conn, self.password, sql, params)
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         conn = self._getconn()
         try:
             return pg_get(conn, self.password, sql, params)
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         conn = self._getconn()
         try:
             return pg_all(conn, self.password, sql, params)
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         # One statement on one snapshot: no anomaly to prevent, and never a conflict.
@@ -264,7 +315,7 @@ class PostgresBackend:
         try:
             pg_exec(conn, self.password, script)
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None,
@@ -274,9 +325,12 @@ class PostgresBackend:
         try:
             handle.exec(_BEGIN[isolation, readonly])
             if team_id is not None:
-                handle.get("SELECT set_config('app.team_id', ?, true)", (str(team_id),))
+                team = str(team_id)
+                handle.get(f"SELECT set_config('{SETTING}', ?, true),"
+                           f" set_config('{TOKEN_SETTING}', ?, true)",
+                           (team, scope_token(self._scope_key, team)))
         except BaseException:
-            self._pool.putconn(conn)
+            self._putconn(conn)
             raise
         return handle
 
@@ -285,7 +339,7 @@ class PostgresBackend:
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
             # putconn rolls back a connection left in a transaction and drops a broken one.
-            self._pool.putconn(handle.conn)
+            self._putconn(handle.conn)
 
     def savepoint(self, handle: Any, name: str) -> None:
         handle.exec(f"SAVEPOINT {name}")
