@@ -254,7 +254,9 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             conn.close()
             err = from_sqlite(exc, self.where)
-            if isinstance(err, DatabaseUnavailable) or "not a database" in str(exc):
+            # SQLITE_READONLY_CANTINIT / _DIRECTORY: no -shm can be made for a WAL file.
+            cannot_init = getattr(exc, "sqlite_errorcode", 0) in (1288, 1544)
+            if isinstance(err, DatabaseUnavailable) or cannot_init or "not a database" in str(exc):
                 hint = sqlite_open.cannot_open_hint(self.url)
                 raise DatabaseUnavailable(
                     f"cannot open SQLite {self.where}: {exc}{hint}") from exc
@@ -269,21 +271,22 @@ class SqliteBackend:
         the busy handler; a short bounded retry makes concurrent opens reliable.
         """
         want = self.options.journal_mode
-        if self.read_only:
-            return  # keep the file's mode: changing it is a write
         deadline = time.monotonic() + self._busy_timeout
         delay = 0.001
         while True:
             try:
                 (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-                if mode != want and not self.memory:
+                if mode == want or self.memory or self.read_only:
+                    return  # a read-only file keeps its mode: changing it is a write
+                try:
                     conn.execute(f"PRAGMA journal_mode={want}").fetchone()
-                return
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY
+                except sqlite3.OperationalError as exc:
+                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 8:  # SQLITE_READONLY
+                        raise
                     # A read-only file or folder: open for reading, keep the file's mode.
                     self.read_only = sqlite_open.NOT_WRITABLE
-                    return
+                return
+            except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)
