@@ -162,9 +162,10 @@ def pg_error_class(sqlstate: str | None) -> type[StoreError]:
     return _PG_CODES.get(sqlstate) or _PG_CLASSES.get(sqlstate[:2], OperationalError)
 
 
-def from_psycopg(exc: Any, where: str = "", password: str | None = None) -> StoreError:
-    """Map a psycopg error; the message is scrubbed of the password, whatever the driver put in."""
-    from storekit.url import mask_password
+def from_psycopg(exc: Any, where: str = "") -> StoreError:
+    """Map a psycopg error. Passwords are masked by structure (a conninfo password=...
+    key, a URL's userinfo), never by searching the text for the password's value."""
+    from storekit.url import mask_secrets
 
     sqlstate = getattr(exc, "sqlstate", None)
     name = type(exc).__name__
@@ -174,7 +175,7 @@ def from_psycopg(exc: Any, where: str = "", password: str | None = None) -> Stor
         cls = ProgrammingError
     else:
         cls = pg_error_class(sqlstate)
-    message = mask_password(str(exc).strip(), password)
+    message = mask_secrets(str(exc).strip())
     if where and cls is DatabaseUnavailable:
         message = f"{message} ({where})"
     return cls(message)

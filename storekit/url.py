@@ -1,11 +1,17 @@
-"""DatabaseURL: the one place a connection string is parsed, resolved and masked."""
+"""DatabaseURL: the one place a connection string is parsed, resolved and masked.
+
+Masking works by structure only: the URL's password field, a ``password`` query option
+and a conninfo ``password=`` key are replaced, never text that happens to equal the
+password (a one-letter password must not turn "accepting" into "acce***ting").
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from storekit.errors import ConfigurationError
 
@@ -15,6 +21,16 @@ ACCEPTED_SCHEMES = SQLITE_SCHEMES + POSTGRES_SCHEMES
 DEFAULT_SQLITE_FILE = "storekit.db"
 MEMORY = ":memory:"
 _MASK = "***"
+_BOOLEANS = ("1", "0", "true", "false", "yes", "no", "on", "off")
+# SQLite URI parameters storekit honours (sqlite.org/uri.html); anything else is refused.
+SQLITE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mode": ("ro", "rw", "rwc", "memory"),
+    "immutable": _BOOLEANS,
+    "cache": ("private", "shared"),
+}
+# A URL's userinfo, and a libpq key/value or query password, inside free text.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)\S*(@)")
+_PASSWORD_KEY = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,9 @@ class DatabaseURL:
                 f"unknown database scheme {scheme!r} in {_mask_raw(url)!r}; "
                 f"accepted: {', '.join(s + '://' for s in ACCEPTED_SCHEMES)}"
             )
+        if "\x00" in url or "%00" in url:
+            # libpq and SQLite read C strings: a NUL would cut the value short.
+            raise ConfigurationError(f"database URL {_mask_raw(url)!r} contains a NUL character")
         if scheme in SQLITE_SCHEMES:
             return cls._parse_sqlite(url)
         return cls._parse_postgres(scheme, url)
@@ -59,39 +78,63 @@ class DatabaseURL:
             database = unquote(path[1:])
         else:
             raise ConfigurationError(
-                f"malformed SQLite URL {url!r}: use sqlite:///relative.db, "
+                f"malformed SQLite URL {_mask_raw(url)!r}: use sqlite:///relative.db, "
                 "sqlite:////absolute/path.db or sqlite://:memory:"
             )
         if not database:
-            raise ConfigurationError(f"SQLite URL {url!r} names no file")
-        return cls("sqlite", database=database, query=tuple(parse_qsl(qs)))
+            raise ConfigurationError(f"SQLite URL {_mask_raw(url)!r} names no file")
+        query = _query(qs, url)
+        for key, value in query:
+            allowed = SQLITE_OPTIONS.get(key)
+            if allowed is None:
+                raise ConfigurationError(
+                    f"unknown SQLite URL option {key!r} in {_mask_raw(url)!r}; "
+                    f"storekit honours {', '.join(SQLITE_OPTIONS)}"
+                )
+            if value.lower() not in allowed:
+                raise ConfigurationError(
+                    f"SQLite URL option {key}={value!r} is not one of {', '.join(allowed)}"
+                )
+        return cls("sqlite", database=database, query=query)
 
     @classmethod
     def _parse_postgres(cls, scheme: str, url: str) -> DatabaseURL:
+        # Split by hand, not with urlsplit().hostname: that lowercases the host, which
+        # breaks a %2F-encoded socket directory such as %2Fvar%2Frun%2FPostgres.
         try:
             parts = urlsplit(url)
-            port = parts.port
         except ValueError as exc:
             raise ConfigurationError(
                 f"malformed PostgreSQL URL {_mask_raw(url)!r}: {exc}"
             ) from None
-        return cls(
-            scheme=scheme,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            host=unquote(parts.hostname) if parts.hostname else None,
-            port=port,
-            database=unquote(parts.path.lstrip("/")),
-            query=tuple(parse_qsl(parts.query)),
-        )
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        host, port = _host_port(hostport, url)
+        query = _query(parts.query, url)
+        options = dict(query)
+        if "password" in options:
+            # One place holds the password, so one place masks it.
+            password = options.pop("password")
+            query = tuple(options.items())
+        return cls(scheme=scheme, username=username, password=password, host=host,
+                   port=port, database=unquote(parts.path.lstrip("/")), query=query)
 
     @property
     def backend(self) -> str:
         return "sqlite" if self.scheme in SQLITE_SCHEMES else "postgres"
 
     @property
+    def options(self) -> dict[str, str]:
+        return dict(self.query)
+
+    @property
     def is_memory(self) -> bool:
-        return self.backend == "sqlite" and self.database == MEMORY
+        return self.backend == "sqlite" and (
+            self.database == MEMORY or self.options.get("mode") == "memory")
 
     @property
     def path(self) -> Path:
@@ -103,25 +146,33 @@ class DatabaseURL:
 
     def render(self, *, mask: bool = True) -> str:
         if self.backend == "sqlite":
-            base = "sqlite://:memory:" if self.is_memory else "sqlite:///" + quote(self.database)
+            base = ("sqlite://:memory:" if self.database == MEMORY
+                    else "sqlite:///" + quote(self.database))
         else:
             auth = ""
-            if self.username is not None:
-                auth = quote(self.username, safe="")
+            if self.username is not None or self.password is not None:
+                auth = quote(self.username or "", safe="")
                 if self.password is not None:
                     auth += ":" + (_MASK if mask else quote(self.password, safe=""))
                 auth += "@"
             host = self.host or ""
-            if ":" in host:
-                host = f"[{host}]"
+            ipv6 = ":" in host and not host.startswith("/")
+            # A socket directory is written %2F...: libpq reads a raw "/" as the path.
+            host = f"[{host}]" if ipv6 else quote(host, safe="")
             port = f":{self.port}" if self.port is not None else ""
             base = f"{self.scheme}://{auth}{host}{port}/{quote(self.database)}"
+        query = [(k, _MASK if mask and k == "password" else v) for k, v in self.query]
         # quote, not quote_plus: libpq does not read "+" as a space.
-        return base + ("?" + urlencode(self.query, quote_via=quote) if self.query else "")
+        return base + ("?" + urlencode(query, quote_via=quote) if query else "")
 
     def conninfo(self) -> str:
-        """The libpq connection string with the real password, for the driver only."""
-        return self.replace(scheme="postgresql").render(mask=False)
+        """The libpq key/value connection string with the real password, for the driver
+        only. Key/value, not a URL: libpq's URL parser quotes values in its errors."""
+        fields = {"host": self.host, "port": self.port, "user": self.username,
+                  "password": self.password, "dbname": self.database or None}
+        pairs = [(k, str(v)) for k, v in fields.items() if v is not None]
+        # Query options come last, so they win as they do in a libpq URL.
+        return " ".join(f"{k}={_quote_conninfo(v)}" for k, v in pairs + list(self.query))
 
     def __str__(self) -> str:
         return self.render(mask=True)
@@ -139,22 +190,56 @@ def resolve_url(url: str | DatabaseURL | None = None) -> DatabaseURL:
     return DatabaseURL.parse(url)
 
 
-def mask_password(text: str, password: str | None) -> str:
-    """Remove a known password from free text, e.g. a driver's error message."""
-    if not password:
-        return text
-    for form in {password, quote(password, safe="")}:
-        text = text.replace(form, _MASK)
+def mask_secrets(text: str) -> str:
+    """Mask passwords in free text by structure: a URL's userinfo and password=... keys."""
+    if "password" in text.lower():
+        text = _PASSWORD_KEY.sub(lambda m: m.group(1) + _MASK, text)
+    if "://" in text:
+        text = _USERINFO.sub(lambda m: m.group(1) + _MASK + m.group(2), text)
     return text
 
 
 def _mask_raw(url: str) -> str:
-    # Used before the URL is parsed, so the password is found by position, not by value.
+    # Used before the URL is parsed, so the password is found by position, not by value;
+    # everything between the first ":" and the last "@" goes (over-masking never leaks).
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
     userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{_MASK}@{hostpart}"
+    if sep and at and ":" in userinfo:
+        url = f"{scheme}://{userinfo.split(':', 1)[0]}:{_MASK}@{hostpart}"
+    return mask_secrets(url)
+
+
+def _host_port(hostport: str, url: str) -> tuple[str | None, int | None]:
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigurationError(f"malformed PostgreSQL URL {_mask_raw(url)!r}: "
+                                     "Invalid IPv6 URL")
+        port_text = rest[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+        host = unquote(host)
+    if not port_text:
+        return host or None, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(
+            f"malformed PostgreSQL URL {_mask_raw(url)!r}: port {port_text!r} is not a "
+            "number from 1 to 65535 (several hosts? use ?host=a,b&port=1,2)"
+        )
+    return host or None, int(port_text)
+
+
+def _query(qs: str, url: str) -> tuple[tuple[str, str], ...]:
+    # Not parse_qsl: it reads "+" as a space, and libpq (whose URLs these are) does not.
+    pairs: dict[str, str] = {}
+    for item in filter(None, qs.split("&")):
+        key, _, value = item.partition("=")
+        key = unquote(key)
+        if key in pairs:
+            raise ConfigurationError(f"URL option {key!r} is given twice in {_mask_raw(url)!r}")
+        pairs[key] = unquote(value)
+    return tuple(pairs.items())
+
+
+def _quote_conninfo(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

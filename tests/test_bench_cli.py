@@ -123,6 +123,7 @@ def test_verification_catches_a_lost_update(tmp_path: Path) -> None:
         assert agent_write.verify(db, 1, [result])["lost"] == 0
         db.run("UPDATE agents SET runs = runs - 1")
         check = agent_write.verify(db, 1, [result])
+        assert "lost updates" in check["detail"]
     assert check["lost"] == 1
     assert f"{steps - 1} vs {steps}" in check["detail"]
     assert agent_write.extra_metrics([result]) == {"retries": 0.0}

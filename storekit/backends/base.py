@@ -61,7 +61,9 @@ class PoolOptions:
     max_size: int = 10
     max_idle: float = 600.0
     timeout: float = 30.0
-    connect_timeout: float = 5.0
+    # None: the URL's connect_timeout if it has one, else 5 s. A different value here and
+    # in the URL is refused (ConfigurationError) rather than one silently overriding the other.
+    connect_timeout: float | None = None
     busy_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
@@ -72,7 +74,8 @@ class PoolOptions:
                 f"PoolOptions: need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size}, max_size={self.max_size}"
             )
-        if self.timeout <= 0 or self.connect_timeout <= 0 or self.max_idle <= 0:
+        connect_timeout = 1.0 if self.connect_timeout is None else self.connect_timeout
+        if self.timeout <= 0 or connect_timeout <= 0 or self.max_idle <= 0:
             raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
         if not isinstance(self.busy_timeout_ms, int) or self.busy_timeout_ms < 0:
             raise ConfigurationError("PoolOptions.busy_timeout_ms must be an int >= 0")

@@ -8,6 +8,7 @@ LISTEN reaches the next borrower (a transaction left open is rolled back first).
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
-from storekit.errors import DatabaseUnavailable, PoolTimeout, from_psycopg
+from storekit.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, from_psycopg
 from storekit.params import Params, check_params, translate
 from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
@@ -64,10 +65,9 @@ _SCOPE_SCHEMAS = (
 )
 
 
-# Data methods as functions of (connection, password): the autocommit path calls them on
-# a borrowed connection without allocating a handle per call.
-def pg_run(conn: psycopg.Connection[Row], password: str | None, sql: str,
-           params: Params = None) -> RunResult:
+# Data methods as functions of a connection: the autocommit path calls them on a
+# borrowed connection without allocating a handle per call.
+def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> RunResult:
     t = translate(sql, "postgres")
     try:
         cur = conn.execute(t.sql, check_params(t, params))
@@ -76,51 +76,48 @@ def pg_run(conn: psycopg.Connection[Row], password: str | None, sql: str,
             return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
         return RunResult(cur.rowcount, None)
     except psycopg.Error as exc:
-        raise from_psycopg(exc, password=password) from exc
+        raise from_psycopg(exc) from exc
 
 
-def pg_get(conn: psycopg.Connection[Row], password: str | None, sql: str,
-           params: Params = None) -> Row | None:
+def pg_get(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Row | None:
     t = translate(sql, "postgres")
     try:
         return conn.execute(t.sql, check_params(t, params)).fetchone()
     except psycopg.Error as exc:
-        raise from_psycopg(exc, password=password) from exc
+        raise from_psycopg(exc) from exc
 
 
-def pg_all(conn: psycopg.Connection[Row], password: str | None, sql: str,
-           params: Params = None) -> list[Row]:
+def pg_all(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> list[Row]:
     t = translate(sql, "postgres")
     try:
         return conn.execute(t.sql, check_params(t, params)).fetchall()
     except psycopg.Error as exc:
-        raise from_psycopg(exc, password=password) from exc
+        raise from_psycopg(exc) from exc
 
 
-def pg_exec(conn: psycopg.Connection[Row], password: str | None, script: str) -> None:
+def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
     try:
         conn.execute(script)  # no parameters: the simple protocol runs many statements
     except psycopg.Error as exc:
-        raise from_psycopg(exc, password=password) from exc
+        raise from_psycopg(exc) from exc
 
 
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
-    __slots__ = ("conn", "password")
+    __slots__ = ("conn",)
 
-    def __init__(self, conn: psycopg.Connection[Row], password: str | None) -> None:
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
         self.conn = conn
-        self.password = password
 
     def run(self, sql: str, params: Params = None) -> RunResult:
-        return pg_run(self.conn, self.password, sql, params)
+        return pg_run(self.conn, sql, params)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        return pg_get(self.conn, self.password, sql, params)
+        return pg_get(self.conn, sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        return pg_all(self.conn, self.password, sql, params)
+        return pg_all(self.conn, sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         """Stream through a server-side cursor: memory stays flat whatever the result size."""
@@ -132,7 +129,7 @@ class PgHandle:
                 cur.execute(t.sql, values)
                 yield from cur
         except psycopg.Error as exc:
-            raise from_psycopg(exc, password=self.password) from exc
+            raise from_psycopg(exc) from exc
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         t = translate(sql, "postgres")
@@ -141,10 +138,45 @@ class PgHandle:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
         except psycopg.Error as exc:
-            raise from_psycopg(exc, password=self.password) from exc
+            raise from_psycopg(exc) from exc
 
     def exec(self, script: str) -> None:
-        pg_exec(self.conn, self.password, script)
+        pg_exec(self.conn, script)
+
+
+def check_options(url: DatabaseURL) -> None:
+    """Every URL option must be a keyword of the libpq in use; refuse any other by name."""
+    known = {opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults()}
+    for key in url.options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"unknown PostgreSQL URL option {key!r} in {url}{hint}; options are "
+                "libpq's connection parameters"
+            )
+
+
+def connect_timeout(url: DatabaseURL, pool: PoolOptions) -> dict[str, int]:
+    """psycopg's connect_timeout argument: PoolOptions.connect_timeout, else none (the URL's
+    connect_timeout then applies), else 5 s. Two different values are refused."""
+    text = url.options.get("connect_timeout")
+    if text is not None:
+        try:
+            in_url = int(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"URL option connect_timeout={text!r} is not a whole number of seconds"
+            ) from None
+        if pool.connect_timeout is None:
+            return {}
+        if pool.connect_timeout != in_url:
+            raise ConfigurationError(
+                f"connect_timeout is {in_url} in the URL but {pool.connect_timeout:g} in "
+                "PoolOptions; set it in one place"
+            )
+    seconds = 5.0 if pool.connect_timeout is None else pool.connect_timeout
+    return {"connect_timeout": max(1, round(seconds))}
 
 
 class PostgresBackend:
@@ -152,8 +184,8 @@ class PostgresBackend:
 
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         self.url = url
-        self.pool_options = pool or PoolOptions()
-        self.password = url.password
+        self.pool_options = o = pool or PoolOptions()
+        check_options(url)
         # Team scopes: a key SQL never sees (storekit/rls.py), registered as each connects.
         self._scope_key = secrets.token_bytes(32)
         # A lock wait ends in BusyError after the busy timeout, as on SQLite (where 0 means
@@ -163,23 +195,22 @@ class PostgresBackend:
         self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
         conninfo = self._conninfo = url.conninfo()
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
-                                  "context": ADAPTERS}
-        o = self.pool_options
+                                  "context": ADAPTERS, **connect_timeout(url, o)}
         # Connect once directly: a wrong host or password gets the server's own reason.
         try:
-            probe = psycopg.connect(conninfo, connect_timeout=max(1, round(o.connect_timeout)),
-                                    **kwargs)
+            probe = psycopg.connect(conninfo, **kwargs)
         except psycopg.Error as exc:
+            # The conninfo is key/value built by DatabaseURL, so libpq's messages cannot
+            # quote it back; from_psycopg masks any password=... by structure anyway.
             raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {url}: "
-                f"{from_psycopg(exc, password=self.password)}"
-            ) from None  # the driver's message may carry the conninfo; it is scrubbed above
+                f"cannot connect to PostgreSQL at {url}: {from_psycopg(exc)}"
+            ) from exc
         with probe:
             self._server_settings = self._read_settings(probe)
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = (
             psycopg_pool.ConnectionPool(
                 conninfo,
-                kwargs={**kwargs, "connect_timeout": max(1, round(o.connect_timeout))},
+                kwargs=kwargs,
                 min_size=o.min_size,
                 max_size=o.max_size,
                 max_idle=o.max_idle,
@@ -282,21 +313,21 @@ class PostgresBackend:
     def run(self, sql: str, params: Params = None) -> RunResult:
         conn = self._getconn()
         try:
-            return pg_run(conn, self.password, sql, params)
+            return pg_run(conn, sql, params)
         finally:
             self._putconn(conn)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         conn = self._getconn()
         try:
-            return pg_get(conn, self.password, sql, params)
+            return pg_get(conn, sql, params)
         finally:
             self._putconn(conn)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         conn = self._getconn()
         try:
-            return pg_all(conn, self.password, sql, params)
+            return pg_all(conn, sql, params)
         finally:
             self._putconn(conn)
 
@@ -313,7 +344,7 @@ class PostgresBackend:
     def exec(self, script: str) -> None:
         conn = self._getconn()
         try:
-            pg_exec(conn, self.password, script)
+            pg_exec(conn, script)
         finally:
             self._putconn(conn)
 
@@ -321,7 +352,7 @@ class PostgresBackend:
     def begin(self, *, readonly: bool, team_id: Any = None,
               isolation: str = "serializable") -> PgHandle:
         conn = self._getconn()
-        handle = PgHandle(conn, self.password)
+        handle = PgHandle(conn)
         try:
             handle.exec(_BEGIN[isolation, readonly])
             if team_id is not None:

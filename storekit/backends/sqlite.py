@@ -10,6 +10,7 @@ front instead of failing with "database is locked" when it upgrades.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from storekit.backends import checkpoint
+from storekit.backends import checkpoint, sqlite_open
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.backends.checkpoint import Checkpointer
 from storekit.backends.writelock import FairLock, WriteLease
@@ -157,13 +158,19 @@ class SqliteBackend:
         self.path = url.database
         self.where = "in-memory database" if self.memory else f"file {self.path}"
         if not self.memory:
-            self._check_path(Path(self.path))
+            self._check_path(Path(self.path), create=sqlite_open.creates_file(url))
         self._lock: Any = (threading.RLock() if self.memory else FairLock()
                            if self.options.fair_locking else threading.Lock())
         self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
-        self._lease_tried = self.memory or not self.options.fair_locking
-        self._writer = SqliteHandle(self._connect(), self.where)
+        self._target = sqlite_open.target(url)
+        self.read_only = self._target.read_only  # why writes fail, set while connecting
+        writer = self._open_writer()
+        if self.read_only:
+            self.where += f", opened read-only: {self.read_only}"
+        # Nothing to write: no lock file to create, no checkpoints to run.
+        self._lease_tried = self.memory or not self.options.fair_locking or bool(self.read_only)
+        self._writer = SqliteHandle(writer, self.where)
         if not self.memory:
             checkpoint.register(self.path)  # see checkpoint.py: never drop SQLite's locks
         self._checkpoints: Checkpointer | None = None
@@ -171,7 +178,7 @@ class SqliteBackend:
         # Exclusive locking mode keeps the wal-index in heap memory: no -shm to read.
         shared = "locking_mode" not in {k.lower() for k in o.extra_pragmas}
         if (o.fair_locking and not self.memory and o.journal_mode.lower() == "wal"
-                and o.wal_autocheckpoint > 0 and shared):
+                and o.wal_autocheckpoint > 0 and shared and not self.read_only):
             self._checkpoints = Checkpointer(self.path, o.wal_autocheckpoint, self._connect)
             self._writer.conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
@@ -189,10 +196,24 @@ class SqliteBackend:
             server_version=version,
         )
 
-    def _check_path(self, path: Path) -> None:
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
+        except DatabaseUnavailable:
+            fallback = sqlite_open.immutable_fallback(self.url)
+            if fallback is None:
+                raise
+            self._target, self.read_only = fallback, fallback.read_only
+            return self._connect()
+        if not self.read_only and not self.memory and not os.access(self.path, os.W_OK):
+            self.read_only = sqlite_open.NOT_WRITABLE  # already in the wanted journal mode
+        return conn
+
+    def _check_path(self, path: Path, *, create: bool) -> None:
         parent = path.parent
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseUnavailable(
                 f"cannot create the folder {parent} for SQLite file {path}: {exc.strerror}"
@@ -204,7 +225,8 @@ class SqliteBackend:
         o = self.options
         try:
             conn = sqlite3.connect(
-                self.path,
+                self._target.database,
+                uri=self._target.uri,
                 timeout=o.busy_timeout_ms / 1000,
                 isolation_level=None,  # storekit issues BEGIN/COMMIT itself
                 check_same_thread=False,
@@ -232,8 +254,12 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             conn.close()
             err = from_sqlite(exc, self.where)
-            if isinstance(err, DatabaseUnavailable) or "not a database" in str(exc):
-                raise DatabaseUnavailable(f"cannot open SQLite {self.where}: {exc}") from exc
+            # SQLITE_READONLY_CANTINIT / _DIRECTORY: no -shm can be made for a WAL file.
+            cannot_init = getattr(exc, "sqlite_errorcode", 0) in (1288, 1544)
+            if isinstance(err, DatabaseUnavailable) or cannot_init or "not a database" in str(exc):
+                hint = sqlite_open.cannot_open_hint(self.url)
+                raise DatabaseUnavailable(
+                    f"cannot open SQLite {self.where}: {exc}{hint}") from exc
             raise err from exc
         return conn
 
@@ -250,8 +276,15 @@ class SqliteBackend:
         while True:
             try:
                 (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-                if mode != want and not self.memory:
+                if mode == want or self.memory or self.read_only:
+                    return  # a read-only file keeps its mode: changing it is a write
+                try:
                     conn.execute(f"PRAGMA journal_mode={want}").fetchone()
+                except sqlite3.OperationalError as exc:
+                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 8:  # SQLITE_READONLY
+                        raise
+                    # A read-only file or folder: open for reading, keep the file's mode.
+                    self.read_only = sqlite_open.NOT_WRITABLE
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
@@ -405,6 +438,7 @@ class SqliteBackend:
         found["begin"] = self._begin
         found["sqlite_version"] = sqlite3.sqlite_version
         found["path"] = self.path
+        found["read_only"] = self.read_only or False
         return found
 
     def close(self) -> None:
