@@ -7,7 +7,9 @@ open) guarantees nobody borrows a dirty one.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -25,14 +27,28 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
-from storekit.errors import DatabaseUnavailable, PoolTimeout, from_psycopg
-from storekit.params import Params, check_params, translate
+from storekit.errors import (
+    BAD_INPUT,
+    DatabaseUnavailable,
+    PoolTimeout,
+    ProgrammingError,
+    ended,
+    from_bad_input,
+    from_psycopg,
+)
+from storekit.params import Params, check_params, check_sql_text, translate
 from storekit.url import DatabaseURL
+
+
+class _StrictJsonbDumper(JsonbDumper):
+    # NaN and Infinity are not JSON: refused here (ValueError) as SQLite's adaptation does.
+    _dumps = functools.partial(json.dumps, allow_nan=False)
+
 
 # Dicts and lists are sent as jsonb; everything else keeps psycopg's own adaptation.
 ADAPTERS = adapt.AdaptersMap(psycopg.adapters)
-ADAPTERS.register_dumper(dict, JsonbDumper)
-ADAPTERS.register_dumper(list, JsonbDumper)
+ADAPTERS.register_dumper(dict, _StrictJsonbDumper)
+ADAPTERS.register_dumper(list, _StrictJsonbDumper)
 
 SETTINGS_SHOWN = (
     "server_version", "synchronous_commit", "fsync", "full_page_writes", "wal_level",
@@ -46,8 +62,8 @@ _cursor_names = itertools.count()
 # a borrowed connection without allocating a handle per call.
 def pg_run(conn: psycopg.Connection[Row], password: str | None, sql: str,
            params: Params = None) -> RunResult:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         cur = conn.execute(t.sql, check_params(t, params))
         if t.returning and cur.description is not None:
             row = cur.fetchone()
@@ -55,31 +71,42 @@ def pg_run(conn: psycopg.Connection[Row], password: str | None, sql: str,
         return RunResult(cur.rowcount, None)
     except psycopg.Error as exc:
         raise from_psycopg(exc, password=password) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_get(conn: psycopg.Connection[Row], password: str | None, sql: str,
            params: Params = None) -> Row | None:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         return conn.execute(t.sql, check_params(t, params)).fetchone()
     except psycopg.Error as exc:
         raise from_psycopg(exc, password=password) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_all(conn: psycopg.Connection[Row], password: str | None, sql: str,
            params: Params = None) -> list[Row]:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         return conn.execute(t.sql, check_params(t, params)).fetchall()
     except psycopg.Error as exc:
         raise from_psycopg(exc, password=password) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_exec(conn: psycopg.Connection[Row], password: str | None, script: str) -> None:
     try:
+        if not isinstance(script, str):
+            raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
+        check_sql_text(script)
         conn.execute(script)  # no parameters: the simple protocol runs many statements
     except psycopg.Error as exc:
         raise from_psycopg(exc, password=password) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 class PgHandle:
@@ -100,26 +127,45 @@ class PgHandle:
     def all(self, sql: str, params: Params = None) -> list[Row]:
         return pg_all(self.conn, self.password, sql, params)
 
-    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        """Stream through a server-side cursor: memory stays flat whatever the result size."""
-        t = translate(sql, "postgres")
-        values = check_params(t, params)
+    def iter(self, sql: str, params: Params = None, tx: Any = None) -> Iterator[Row]:
+        """Stream through a server-side cursor: memory stays flat whatever the result size.
+
+        With tx (the Transaction it was called on), each step first checks the transaction
+        is still open: after it ends the connection is back in the pool, someone else's."""
+        if tx is not None and tx._handle is None:
+            raise ended()
         try:
+            t = translate(sql, "postgres")
+            values = check_params(t, params)
             with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
-                cur.itersize = 2000
+                if tx is not None:
+                    tx._opened(cur)  # closed when the transaction ends, while still its own
                 cur.execute(t.sql, values)
-                yield from cur
+                while True:
+                    if tx is not None and tx._handle is None:
+                        raise ended()
+                    batch = cur.fetchmany(2000)
+                    if not batch:
+                        return
+                    for row in batch:
+                        if tx is not None and tx._handle is None:
+                            raise ended()
+                        yield row
         except psycopg.Error as exc:
             raise from_psycopg(exc, password=self.password) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        t = translate(sql, "postgres")
         try:
+            t = translate(sql, "postgres")
             with self.conn.cursor() as cur:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
         except psycopg.Error as exc:
             raise from_psycopg(exc, password=self.password) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def exec(self, script: str) -> None:
         pg_exec(self.conn, self.password, script)
