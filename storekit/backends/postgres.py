@@ -30,6 +30,7 @@ from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
 from storekit.errors import (
     BAD_INPUT,
     DatabaseUnavailable,
+    OperationalError,
     PoolTimeout,
     ProgrammingError,
     ended,
@@ -56,6 +57,7 @@ SETTINGS_SHOWN = (
     "wal_buffers", "checkpoint_timeout", "max_wal_size", "work_mem", "effective_io_concurrency",
 )
 _cursor_names = itertools.count()
+_IN_ERROR = psycopg.pq.TransactionStatus.INERROR
 
 
 # Data methods as functions of (connection, password): the autocommit path calls them on
@@ -319,6 +321,12 @@ class PostgresBackend:
 
     def finish(self, handle: Any, *, commit: bool) -> None:
         try:
+            if commit and handle.conn.info.transaction_status == _IN_ERROR:
+                # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead.
+                handle.exec("ROLLBACK")
+                raise OperationalError(
+                    "the transaction was aborted by an earlier error (caught inside the"
+                    " block) and has been rolled back; nothing was committed")
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
             # putconn rolls back a connection left in a transaction and drops a broken one.
