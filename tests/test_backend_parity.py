@@ -155,8 +155,16 @@ def test_a_failed_script_changes_nothing(store: Database, inside: bool) -> None:
     make(store)
     script = ("INSERT INTO p (id, v) VALUES (3, 'c'); UPDATE p SET v = 'z';"
               " INSERT INTO nope VALUES (1)")
-    if inside:
-        with pytest.raises(ProgrammingError), store.transaction() as tx:
+    if inside and store.backend == "sqlite":
+        # The script's own changes are undone; the transaction goes on (PostgreSQL aborts
+        # it: a row of the table above).
+        with store.transaction() as tx:
+            with pytest.raises(ProgrammingError):
+                tx.exec(script)
+            assert tx.all("SELECT id, v FROM p ORDER BY id") == [{"id": 1, "v": "a"},
+                                                                 {"id": 2, "v": "b"}]
+    elif inside:
+        with pytest.raises(StoreError), store.transaction() as tx:
             tx.exec(script)
     else:
         with pytest.raises(ProgrammingError):
