@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -384,8 +383,3 @@ print("ok")
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-
-
-def test_sqlite3_module_has_no_storekit_converters() -> None:
-    assert "JSON" not in sqlite3.converters
-    assert "TIMESTAMPTZ" not in sqlite3.converters

@@ -114,11 +114,13 @@ def pg_exec(conn: psycopg.Connection[Row], password: str | None, script: str) ->
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
-    __slots__ = ("conn", "password")
+    __slots__ = ("conn", "password", "readonly")
 
-    def __init__(self, conn: psycopg.Connection[Row], password: str | None) -> None:
+    def __init__(self, conn: psycopg.Connection[Row], password: str | None,
+                 readonly: bool = False) -> None:
         self.conn = conn
         self.password = password
+        self.readonly = readonly
 
     def run(self, sql: str, params: Params = None) -> RunResult:
         return pg_run(self.conn, self.password, sql, params)
@@ -307,7 +309,7 @@ class PostgresBackend:
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None) -> PgHandle:
         conn = self._getconn()
-        handle = PgHandle(conn, self.password)
+        handle = PgHandle(conn, self.password, readonly)
         try:
             handle.exec(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if readonly else "BEGIN"
@@ -321,8 +323,10 @@ class PostgresBackend:
 
     def finish(self, handle: Any, *, commit: bool) -> None:
         try:
-            if commit and handle.conn.info.transaction_status == _IN_ERROR:
-                # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead.
+            if (commit and not handle.readonly
+                    and handle.conn.info.transaction_status == _IN_ERROR):
+                # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead
+                # (a read-only one had nothing to commit).
                 handle.exec("ROLLBACK")
                 raise OperationalError(
                     "the transaction was aborted by an earlier error (caught inside the"
