@@ -56,6 +56,17 @@ def _max_agents(summary: pd.DataFrame, workload: str) -> int:
     return int(s["agents"].max()) if not s.empty else 0
 
 
+def _starved(summary: pd.DataFrame, workload: str, config: str, metric: str, op: str,
+             agents: int) -> float:
+    """A latency metric, or infinity when the config ran but this op completed none
+    within the window (readers starved by writers): the strongest case of blocking."""
+    value = median_metric(summary, workload, config, metric, op, agents)
+    if math.isnan(value) and not math.isnan(
+            median_metric(summary, workload, config, "ops_per_s", "all", agents)):
+        return math.inf
+    return value
+
+
 def _zero_if_nan(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
@@ -63,6 +74,8 @@ def _zero_if_nan(x: float) -> float:
 def _fmt(x: float, unit: str = "") -> str:
     if math.isnan(x):
         return "n/a"
+    if math.isinf(x):
+        return "none completed"
     return f"{x:,.3g}{unit}" if abs(x) < 100 else f"{x:,.0f}{unit}"
 
 
@@ -97,8 +110,8 @@ def claims(summary: pd.DataFrame) -> list[Claim]:
     # far fewer reads through than WAL readers do beside the same writers (throughput).
     wal_reads = m("read-while-write", "sqlite-wal", "ops_per_s", "point_read", rw_n)
     for mode, config in (("rollback journal", "sqlite-rollback"), ("WAL", "sqlite-wal")):
-        p99 = m("read-while-write", config, "latency_p99_ms", "point_read", rw_n)
-        reads = m("read-while-write", config, "ops_per_s", "point_read", rw_n)
+        p99 = _starved(s, "read-while-write", config, "latency_p99_ms", "point_read", rw_n)
+        reads = _zero_if_nan(m("read-while-write", config, "ops_per_s", "point_read", rw_n))
         pg = m("read-while-write", "postgres", "latency_p99_ms", "point_read", rw_n)
         if math.isnan(p99) or math.isnan(pg):
             out.append(Claim(f"SQLite writers block everything ({mode})", NOT_MEASURED, "",
@@ -145,7 +158,7 @@ def claims(summary: pd.DataFrame) -> list[Claim]:
             f"postgres lock-wait samples {_fmt(100 * (0 if math.isnan(pg_wait) else pg_wait))}%",
             "01-agent-write: lock-wait share"))
     # 6. FTS5 suffers from the write lock; PostgreSQL searches freely.
-    se = {c: m("search", c, "latency_p99_ms", "search", se_n)
+    se = {c: _starved(s, "search", c, "latency_p99_ms", "search", se_n)
           for c in ("sqlite-wal", "sqlite-rollback", "postgres")}
     if any(math.isnan(v) for v in se.values()):
         out.append(Claim("FTS5 search suffers from the write lock; PostgreSQL searches freely",

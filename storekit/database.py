@@ -7,14 +7,16 @@ backend's handle and is cached per SQL string.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import importlib
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from storekit.backends.base import (
     Backend,
@@ -26,7 +28,14 @@ from storekit.backends.base import (
     SqliteOptions,
     isolation_level,
 )
-from storekit.errors import BusyError, ConfigurationError, StoreError, TransactionConflict
+from storekit.errors import (
+    BAD_INPUT,
+    BusyError,
+    ConfigurationError,
+    StoreError,
+    TransactionConflict,
+    from_bad_input,
+)
 from storekit.params import Params
 from storekit.url import DatabaseURL, resolve_url
 
@@ -61,6 +70,22 @@ T = TypeVar("T")
 # jitter"), so transactions that collided once do not collide again in lockstep.
 RETRY_BASE_S = 0.002
 RETRY_CAP_S = 0.2
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _checked(method: Callable[P, R]) -> Callable[P, R]:
+    """A wrong argument type or value deep inside a feature method (a table name that is an
+    int, a limit that is a str) raises ProgrammingError with the original as __cause__."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    return wrapper
 
 
 class _Local(threading.local):
@@ -90,6 +115,7 @@ class Transaction:
         self._handle: Handle | None = None
         self._savepoint: str | None = None
         self._outer: Transaction | None = None
+        self._cursors: list[Any] | None = None  # of iter() generators not yet finished
 
     def __enter__(self) -> Transaction:
         db = self._db
@@ -122,8 +148,7 @@ class Transaction:
         # Bind the handle's methods on the instance: tx.run() is then one call, not three.
         h = self._handle
         self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
-        self.iter, self.run_many, self.exec = (  # type: ignore[method-assign]
-            h.iter, h.run_many, h.exec)
+        self.run_many, self.exec = h.run_many, h.exec  # type: ignore[method-assign]
         return self
 
     def __exit__(
@@ -135,15 +160,32 @@ class Transaction:
         db = self._db
         db._local.tx = self._outer
         handle = self._h()
-        self._handle = None
-        for name in ("run", "get", "all", "iter", "run_many", "exec"):
+        self._handle = None  # iter() generators check this before touching the connection
+        for name in ("run", "get", "all", "run_many", "exec"):
             del self.__dict__[name]  # back to the class methods, which refuse once closed
         commit = exc_type is None
+        if self._cursors is not None:
+            self._close_cursors()
         if self._savepoint is not None:
             db._backend.release(handle, self._savepoint, commit=commit)
         else:
             db._backend.finish(handle, commit=commit)
         # Never swallow: returning None re-raises the caller's exception after rollback.
+
+    def _opened(self, cursor: Any) -> None:
+        """An iter() generator of this transaction opened cursor; it is closed at the end,
+        while the connection is still this transaction's (a PostgreSQL cursor closed
+        later, by the garbage collector, would send CLOSE on another borrower's connection)."""
+        if self._cursors is None:
+            self._cursors = []
+        self._cursors.append(cursor)
+
+    def _close_cursors(self) -> None:
+        cursors, self._cursors = self._cursors or [], None
+        for cursor in cursors:
+            # The transaction must still end; a broken connection shows at COMMIT/ROLLBACK.
+            with contextlib.suppress(Exception):
+                cursor.close()
 
     def _h(self) -> Handle:
         if self._handle is None:
@@ -169,7 +211,8 @@ class Transaction:
         return self._h().all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        return self._h().iter(sql, params)
+        """Rows lazily; consuming them after the transaction ended raises StoreError."""
+        return self._h().iter(sql, params, self)
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         return self._h().run_many(sql, seq)
@@ -254,6 +297,7 @@ class Database:
         tx = self._local.tx
         (tx or self._backend).exec(script)
 
+    @_checked
     def transaction(self, *, readonly: bool = False, team_id: Any = None,
                     isolation: str | None = None) -> Transaction:
         """Commit on normal exit, roll back and re-raise on an exception; nest with SAVEPOINTs.
@@ -311,36 +355,43 @@ class Database:
                     raise
             time.sleep(random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt)))
 
+    @_checked
     def scope(self, *, team_id: Any) -> Transaction:
         """A transaction in which row-level security sees only this team's rows."""
         return self.transaction(team_id=team_id)
 
     # Schema, search, notifications and row security live in their own modules.
+    @_checked
     def create_table(self, table: Table, *, if_not_exists: bool = True) -> None:
         from storekit.schema import create_table
 
         create_table(self, table, if_not_exists=if_not_exists)
 
+    @_checked
     def drop_table(self, name: str, *, if_exists: bool = True) -> None:
         from storekit.schema import drop_table
 
         drop_table(self, name, if_exists=if_exists)
 
+    @_checked
     def schema_sql(self, table: Table) -> str:
         from storekit.schema import schema_sql
 
         return schema_sql(self.backend, table)
 
+    @_checked
     def tables(self) -> list[str]:
         from storekit.schema import tables
 
         return tables(self)
 
+    @_checked
     def columns(self, name: str) -> list[Column]:
         from storekit.schema import columns
 
         return columns(self, name)
 
+    @_checked
     def enable_search(
         self, table: str, columns: Sequence[str], *, language: str = "english"
     ) -> None:
@@ -348,6 +399,7 @@ class Database:
 
         enable_search(self, table, columns, language=language)
 
+    @_checked
     def search(
         self,
         table: str,
@@ -363,6 +415,7 @@ class Database:
                                       params=params, columns=columns)
         return [] if sql is None else self.all(sql, values)
 
+    @_checked
     def search_sql(
         self,
         table: str,
@@ -379,21 +432,25 @@ class Database:
         return search_sql(self, table, query, limit=limit, offset=offset, where=where,
                           params=params, columns=columns)
 
+    @_checked
     def rebuild_search(self, table: str) -> None:
         from storekit.search import rebuild_search
 
         rebuild_search(self, table)
 
+    @_checked
     def notify(self, channel: str, payload: str | Mapping[str, Any] = "") -> None:
         from storekit.notify import notify
 
         notify(self, channel, payload)
 
+    @_checked
     def listen(self, *channels: str, poll_interval: float = 0.02) -> Subscription:
         from storekit.notify import listen
 
         return listen(self, channels, poll_interval=poll_interval)
 
+    @_checked
     def enable_row_security(self, table: str, column: str = "team_id") -> None:
         from storekit.rls import enable_row_security
 

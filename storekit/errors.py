@@ -171,7 +171,8 @@ def from_psycopg(exc: Any, where: str = "") -> StoreError:
     name = type(exc).__name__
     if sqlstate is None and name in ("OperationalError", "InterfaceError"):
         cls: type[StoreError] = DatabaseUnavailable
-    elif sqlstate is None and name == "ProgrammingError":
+    elif sqlstate is None and name in ("ProgrammingError", "DataError"):
+        # Raised by psycopg before sending: a value it cannot send (NUL in text), bad SQL.
         cls = ProgrammingError
     else:
         cls = pg_error_class(sqlstate)
@@ -179,3 +180,19 @@ def from_psycopg(exc: Any, where: str = "") -> StoreError:
     if where and cls is DatabaseUnavailable:
         message = f"{message} ({where})"
     return cls(message)
+
+
+# What Python or a driver raises for a value it cannot take: a lone surrogate
+# (UnicodeEncodeError is a ValueError), an int beyond 64 bits, an object json cannot
+# encode, nesting beyond the recursion limit, a wrong argument type. Caught where the
+# driver call already has its except clause, so the success path pays nothing.
+BAD_INPUT: tuple[type[Exception], ...] = (TypeError, ValueError, OverflowError, RecursionError)
+
+
+def from_bad_input(exc: Exception) -> ProgrammingError:
+    return ProgrammingError(f"bad input: {type(exc).__name__}: {exc}")
+
+
+def ended() -> StoreError:
+    return StoreError("the transaction this iterator belongs to has ended; consume"
+                      " tx.iter() inside its with block (or use all())")

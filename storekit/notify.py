@@ -51,7 +51,7 @@ class Notification:
 
 def _payload_text(payload: str | Mapping[str, Any]) -> str:
     if isinstance(payload, Mapping):
-        text = json.dumps(payload, separators=(",", ":"))
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)  # NaN: not JSON
     elif isinstance(payload, str):
         text = payload
     else:

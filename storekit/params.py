@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -28,6 +29,14 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
 _INSERT = re.compile(r"\s*(insert|replace)\b", re.IGNORECASE)
+# Statements whose result columns a view can describe (declared types, SQLite), and DDL,
+# after which those descriptions may be stale.
+_QUERY = re.compile(r"\s*(select|with|values)\b", re.IGNORECASE)
+_DDL = re.compile(r"\s*(create|alter|drop)\b", re.IGNORECASE)
+# A ; inside a SQLite trigger body does not end the statement: sqlite3.complete_statement()
+# decides there. PostgreSQL 14's BEGIN ATOMIC bodies are left to the server.
+_TRIGGER = re.compile(r"\bcreate\b.*\btrigger\b", re.IGNORECASE | re.DOTALL)
+_ATOMIC = re.compile(r"\bbegin\s+atomic\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,9 @@ class Translated:
     names: tuple[str, ...]
     returning: bool
     insert: bool
+    query: bool = False  # SELECT, WITH or VALUES: result columns have declared types
+    ddl: bool = False
+    probe: str = ""  # SQLite: the statement with its placeholders as NULL (for a view)
 
 
 def _end_of_quoted(sql: str, i: int, quote: str, backslash: bool) -> int:
@@ -92,7 +104,12 @@ def translate(sql: str, target: Target) -> Translated:
 
 
 def _translate(sql: str, target: Target) -> Translated:
-    """Rewrite placeholders for the target driver; raise ProgrammingError on mixed styles."""
+    """Rewrite placeholders for the target driver; raise ProgrammingError on mixed styles,
+    a NUL character (libpq would cut the text there and run the rest) and a second
+    statement (PostgreSQL's simple protocol would run it; sqlite3 refuses it)."""
+    if not isinstance(sql, str):
+        raise ProgrammingError(f"SQL must be a str, not {type(sql).__name__}")
+    check_sql_text(sql)
     out: list[str] = []
     names: list[str] = []
     qmarks = 0
@@ -100,9 +117,15 @@ def _translate(sql: str, target: Target) -> Translated:
     i = 0
     start = 0
     pg = target == "postgres"
+    ends: list[int] = []  # top-level ; followed by more than blanks and comments
+    semi = -1
     # A literal output piece is appended lazily (sql[start:i]) to keep the loop cheap.
     while i < n:
         c = sql[i]
+        if semi >= 0 and not c.isspace() and c != ";" and not (
+                sql.startswith("--", i) or sql.startswith("/*", i)):
+            ends.append(semi)
+            semi = -1
         if c == "'":
             # E'...' strings take backslash escapes; the E must not end an identifier.
             backslash = i > 0 and sql[i - 1] in "eE" and (
@@ -150,8 +173,12 @@ def _translate(sql: str, target: Target) -> Translated:
             i = m.end()
             start = i
         else:
+            if c == ";":
+                semi = i
             i += 1
     out.append(sql[start:])
+    if ends:
+        _check_one_statement(sql, ends)
     if pg:
         # psycopg reads % everywhere, literals and comments included; the placeholders
         # this function wrote are the odd-indexed pieces and stay as they are.
@@ -161,6 +188,11 @@ def _translate(sql: str, target: Target) -> Translated:
             "SQL mixes ? and :name placeholders; use one style per statement"
         )
     style: Style = "qmark" if qmarks else "named" if names else "none"
+    query = bool(_QUERY.match(sql))
+    probe = ""
+    if query and not pg:
+        # Placeholders are the odd pieces ("" for an escaped ??): NULL stands in for them.
+        probe = "".join(p if k % 2 == 0 or not p else "NULL" for k, p in enumerate(out))
     return Translated(
         sql="".join(out),
         style=style,
@@ -168,7 +200,30 @@ def _translate(sql: str, target: Target) -> Translated:
         names=tuple(dict.fromkeys(names)),
         returning=bool(_RETURNING.search(sql)),
         insert=bool(_INSERT.match(sql)),
+        query=query,
+        ddl=bool(_DDL.match(sql)),
+        probe=probe,
     )
+
+
+def check_sql_text(sql: str) -> None:
+    """NUL ends a C string: libpq would send the text before it and run that."""
+    if "\x00" in sql:
+        raise ProgrammingError(
+            f"SQL text contains a NUL character at offset {sql.index(chr(0))}; nothing was run"
+        )
+
+
+def _check_one_statement(sql: str, ends: list[int]) -> None:
+    if _ATOMIC.search(sql):
+        return
+    trigger = _TRIGGER.search(sql) is not None
+    for i in ends:
+        if not trigger or sqlite3.complete_statement(sql[: i + 1]):
+            raise ProgrammingError(
+                "SQL holds more than one statement; run, get, all, iter and run_many take"
+                " one (use exec() for a script)"
+            )
 
 
 def check_params(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, Any]:
@@ -186,7 +241,17 @@ def check_params(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, 
             raise ProgrammingError(f"SQL has {t.count} ? placeholder(s) but no values were given")
         if isinstance(params, Mapping):
             raise ProgrammingError("SQL uses ? placeholders; pass a sequence, not a mapping")
-        return check_params(t, tuple(params))
+        if isinstance(params, (str, bytes, bytearray, memoryview)):
+            raise ProgrammingError(
+                f"parameters must be a sequence of values, not {type(params).__name__}"
+                " (write (value,) for one value)")
+        try:
+            values = tuple(params)
+        except TypeError as exc:
+            raise ProgrammingError(
+                f"parameters must be a sequence or a mapping, not {type(params).__name__}"
+            ) from exc
+        return check_params(t, values)
     if t.style == "named":
         if not isinstance(params, Mapping):
             raise ProgrammingError("SQL uses :name placeholders; pass a mapping of values")
@@ -194,9 +259,9 @@ def check_params(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, 
         if missing:
             raise ProgrammingError(f"no value for placeholder(s): {', '.join(missing)}")
         return params
-    if params:
-        raise ProgrammingError("SQL has no placeholders but values were given")
-    return ()
+    if params is None or (isinstance(params, (tuple, list, Mapping)) and not params):
+        return ()
+    raise ProgrammingError("SQL has no placeholders but values were given")
 
 
 _SQLITE_NATIVE = frozenset({int, float, str, bytes, type(None), bool})
@@ -204,7 +269,8 @@ _SQLITE_NATIVE = frozenset({int, float, str, bytes, type(None), bool})
 
 def _sqlite_value(v: Any) -> Any:
     if isinstance(v, (dict, list)):
-        return json.dumps(v, separators=(",", ":"))
+        # allow_nan=False: NaN and Infinity are not JSON; jsonb refuses them too.
+        return json.dumps(v, separators=(",", ":"), allow_nan=False)
     if isinstance(v, (Decimal, UUID)):
         return str(v)
     if isinstance(v, (datetime, date, time)):

@@ -265,8 +265,13 @@ def search_sql(
     """The SQL and parameters db.search() runs; (None, ()) when the query matches nothing."""
     if not isinstance(query, str):
         raise ProgrammingError(f"search query must be a string, not {type(query).__name__}")
-    if limit < 0 or offset < 0:
-        raise ProgrammingError("search limit and offset must be >= 0")
+    for name, value in (("limit", limit), ("offset", offset)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProgrammingError(f"search {name} must be an int >= 0, not {value!r}")
+    if where is not None and not isinstance(where, str):
+        raise ProgrammingError(f"search where= must be a str, not {type(where).__name__}")
+    if isinstance(columns, str):
+        raise ProgrammingError("search columns= must be a sequence of names, not one str")
     t = quote_ident(table, "table name")
     clauses = parse_query(query)
     if not clauses:
@@ -281,4 +286,6 @@ def search_sql(
     if named:
         assert isinstance(params, Mapping)
         return sql, {**params, "_sk_q": expression, "_sk_limit": limit, "_sk_offset": offset}
+    if isinstance(params, (str, bytes)):
+        raise ProgrammingError(f"search params= must be a sequence, not {type(params).__name__}")
     return sql, [expression, *(params or ()), limit, offset]

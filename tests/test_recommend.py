@@ -76,3 +76,30 @@ def test_decision_uses_capacity_headroom_and_latency() -> None:
     assert recommend.decide(cap, 8, 10, 50) == "postgres"  # SQLite's p99 at 16 is 80 ms
     assert recommend.decide(cap, 8, 10, 100) == "sqlite-wal"
     assert recommend.decide(cap, 32, 1, 50) == "neither"  # nothing measured that far
+
+
+def test_starved_readers_count_as_blocked_not_unmeasured() -> None:
+    """A config whose readers completed no read in the window was blocked, not unmeasured."""
+    import pandas as pd
+
+    from bench.recommend import FAILS, HOLDS, HOLDS_IF, claims
+
+    rows = []
+    for config, reads, searches in (("sqlite-wal", 30_000.0, 2_000.0),
+                                    ("sqlite-rollback", None, None),
+                                    ("postgres", 2_000.0, 2_000.0)):
+        for workload, op, done in (("read-while-write", "point_read", reads),
+                                   ("search", "search", searches)):
+            rows.append((workload, config, "all", "ops_per_s", 1_000.0))
+            if done is not None:
+                rows.append((workload, config, op, "ops_per_s", done))
+                rows.append((workload, config, op, "latency_p99_ms", 1.0))
+    summary = pd.DataFrame([{"workload": w, "config": c, "backend": c.split("-")[0],
+                             "agents": 2, "rep": 0, "op": op, "metric": metric, "value": v}
+                            for w, c, op, metric, v in rows])
+    verdicts = {c.claim: (c.verdict, c.evidence) for c in claims(summary)}
+    assert verdicts["SQLite writers block everything (rollback journal)"][0] == HOLDS
+    assert "none completed" in verdicts["SQLite writers block everything (rollback journal)"][1]
+    assert verdicts["SQLite writers block everything (WAL)"][0] == FAILS
+    fts = verdicts["FTS5 search suffers from the write lock; PostgreSQL searches freely"]
+    assert fts[0] == HOLDS_IF

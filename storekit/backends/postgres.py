@@ -9,7 +9,9 @@ LISTEN reaches the next borrower (a transaction left open is rolled back first).
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
+import json
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -28,15 +30,31 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
-from storekit.errors import ConfigurationError, DatabaseUnavailable, PoolTimeout, from_psycopg
-from storekit.params import Params, check_params, translate
+from storekit.errors import (
+    BAD_INPUT,
+    ConfigurationError,
+    DatabaseUnavailable,
+    OperationalError,
+    PoolTimeout,
+    ProgrammingError,
+    ended,
+    from_bad_input,
+    from_psycopg,
+)
+from storekit.params import Params, check_params, check_sql_text, translate
 from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
+
+class _StrictJsonbDumper(JsonbDumper):
+    # NaN and Infinity are not JSON: refused here (ValueError) as SQLite's adaptation does.
+    _dumps = functools.partial(json.dumps, allow_nan=False)
+
+
 # Dicts and lists are sent as jsonb; everything else keeps psycopg's own adaptation.
 ADAPTERS = adapt.AdaptersMap(psycopg.adapters)
-ADAPTERS.register_dumper(dict, JsonbDumper)
-ADAPTERS.register_dumper(list, JsonbDumper)
+ADAPTERS.register_dumper(dict, _StrictJsonbDumper)
+ADAPTERS.register_dumper(list, _StrictJsonbDumper)
 
 SETTINGS_SHOWN = (
     "server_version", "synchronous_commit", "fsync", "full_page_writes", "wal_level",
@@ -48,6 +66,7 @@ _BEGIN = {(level, readonly): f"BEGIN ISOLATION LEVEL {level.upper()}"
           + (" READ ONLY" if readonly else "")
           for level in ISOLATION_LEVELS for readonly in (False, True)}
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+_IN_ERROR = psycopg.pq.TransactionStatus.INERROR
 _RESETTABLE = (_IDLE, psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 # DISCARD ALL without DEALLOCATE ALL / DISCARD PLANS: psycopg's own prepared statements
@@ -68,8 +87,8 @@ _SCOPE_SCHEMAS = (
 # Data methods as functions of a connection: the autocommit path calls them on a
 # borrowed connection without allocating a handle per call.
 def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> RunResult:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         cur = conn.execute(t.sql, check_params(t, params))
         if t.returning and cur.description is not None:
             row = cur.fetchone()
@@ -77,38 +96,50 @@ def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Ru
         return RunResult(cur.rowcount, None)
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_get(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Row | None:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         return conn.execute(t.sql, check_params(t, params)).fetchone()
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_all(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> list[Row]:
-    t = translate(sql, "postgres")
     try:
+        t = translate(sql, "postgres")
         return conn.execute(t.sql, check_params(t, params)).fetchall()
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
     try:
+        if not isinstance(script, str):
+            raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
+        check_sql_text(script)
         conn.execute(script)  # no parameters: the simple protocol runs many statements
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
 
 
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "readonly")
 
-    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+    def __init__(self, conn: psycopg.Connection[Row], readonly: bool = False) -> None:
         self.conn = conn
+        self.readonly = readonly
 
     def run(self, sql: str, params: Params = None) -> RunResult:
         return pg_run(self.conn, sql, params)
@@ -119,26 +150,45 @@ class PgHandle:
     def all(self, sql: str, params: Params = None) -> list[Row]:
         return pg_all(self.conn, sql, params)
 
-    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        """Stream through a server-side cursor: memory stays flat whatever the result size."""
-        t = translate(sql, "postgres")
-        values = check_params(t, params)
+    def iter(self, sql: str, params: Params = None, tx: Any = None) -> Iterator[Row]:
+        """Stream through a server-side cursor: memory stays flat whatever the result size.
+
+        With tx (the Transaction it was called on), each step first checks the transaction
+        is still open: after it ends the connection is back in the pool, someone else's."""
+        if tx is not None and tx._handle is None:
+            raise ended()
         try:
+            t = translate(sql, "postgres")
+            values = check_params(t, params)
             with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
-                cur.itersize = 2000
+                if tx is not None:
+                    tx._opened(cur)  # closed when the transaction ends, while still its own
                 cur.execute(t.sql, values)
-                yield from cur
+                while True:
+                    if tx is not None and tx._handle is None:
+                        raise ended()
+                    batch = cur.fetchmany(2000)
+                    if not batch:
+                        return
+                    for row in batch:
+                        if tx is not None and tx._handle is None:
+                            raise ended()
+                        yield row
         except psycopg.Error as exc:
             raise from_psycopg(exc) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        t = translate(sql, "postgres")
         try:
+            t = translate(sql, "postgres")
             with self.conn.cursor() as cur:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
         except psycopg.Error as exc:
             raise from_psycopg(exc) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def exec(self, script: str) -> None:
         pg_exec(self.conn, script)
@@ -352,7 +402,7 @@ class PostgresBackend:
     def begin(self, *, readonly: bool, team_id: Any = None,
               isolation: str = "serializable") -> PgHandle:
         conn = self._getconn()
-        handle = PgHandle(conn)
+        handle = PgHandle(conn, readonly)
         try:
             handle.exec(_BEGIN[isolation, readonly])
             if team_id is not None:
@@ -367,6 +417,14 @@ class PostgresBackend:
 
     def finish(self, handle: Any, *, commit: bool) -> None:
         try:
+            if (commit and not handle.readonly
+                    and handle.conn.info.transaction_status == _IN_ERROR):
+                # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead
+                # (a read-only one had nothing to commit).
+                handle.exec("ROLLBACK")
+                raise OperationalError(
+                    "the transaction was aborted by an earlier error (caught inside the"
+                    " block) and has been rolled back; nothing was committed")
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
             # putconn rolls back a connection left in a transaction and drops a broken one.

@@ -9,44 +9,55 @@ front instead of failing with "database is locked" when it upgrades.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from storekit.backends import checkpoint, sqlite_open
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.backends.checkpoint import Checkpointer
+from storekit.backends.sqlite_types import Converters, convert, probe
 from storekit.backends.writelock import FairLock, WriteLease
-from storekit.errors import BusyError, DatabaseUnavailable, StoreError, from_sqlite
-from storekit.params import Params, adapt_sqlite, check_params, sqlite_values, translate
+from storekit.errors import (
+    BAD_INPUT,
+    BusyError,
+    DatabaseUnavailable,
+    ProgrammingError,
+    StoreError,
+    ended,
+    from_bad_input,
+    from_sqlite,
+)
+from storekit.params import (
+    Params,
+    Translated,
+    adapt_sqlite,
+    check_params,
+    check_sql_text,
+    sqlite_values,
+    translate,
+)
 from storekit.url import DatabaseURL
 
-
-def _convert_timestamp(raw: bytes) -> datetime:
-    value = datetime.fromisoformat(raw.decode())
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-# Declared-type converters: the schema module declares JSON, BOOLEAN and TIMESTAMPTZ
-# columns so the same table reads back as the same Python values on both backends.
-sqlite3.register_converter("JSON", json.loads)
-sqlite3.register_converter("JSONB", json.loads)
-sqlite3.register_converter("BOOLEAN", lambda raw: raw not in (b"0", b"0.0", b""))
-sqlite3.register_converter("TIMESTAMPTZ", _convert_timestamp)
+_NOT_IN_A_TRANSACTION = re.compile(
+    r"\s*(vacuum|pragma|attach|detach|begin|commit|end|rollback|savepoint|release)\b",
+    re.IGNORECASE)
 
 
 def split_script(script: str) -> list[str]:
     """Split a script into complete statements (triggers' BEGIN ... END stay whole).
 
-    sqlite3's executescript() commits any open transaction first, so a script inside a
-    transaction is run statement by statement instead.
+    sqlite3's executescript() commits any open transaction first, so a script is run
+    statement by statement instead.
     """
+    if not isinstance(script, str):
+        raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
+    check_sql_text(script)
     statements: list[str] = []
     pending = ""
     for piece in script.split(";"):
@@ -65,17 +76,34 @@ _result = tuple.__new__
 
 
 class SqliteHandle:
-    """Data methods on one sqlite3 connection."""
+    """Data methods on one sqlite3 connection.
 
-    __slots__ = ("conn", "where")
+    `types` (shared by the backend's connections) caches, per SQL string, which result
+    columns need converting from their declared type; DDL run through storekit clears it.
+    """
 
-    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+    __slots__ = ("conn", "types", "where")
+
+    def __init__(self, conn: sqlite3.Connection, where: str,
+                 types: dict[str, Converters]) -> None:
         self.conn = conn
         self.where = where
+        self.types = types
+
+    def _converters(self, t: Translated) -> Converters:
+        conv = self.types.get(t.sql)
+        if conv is None:
+            conv = probe(self.conn, t)
+            if conv is None:
+                return ()
+            self.types[t.sql] = conv
+        return conv
 
     def run(self, sql: str, params: Params = None) -> RunResult:
-        t = translate(sql, "sqlite")
         try:
+            t = translate(sql, "sqlite")
+            if t.ddl:
+                self.types.clear()
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             if t.returning:
                 rows = cur.fetchall()
@@ -83,69 +111,136 @@ class SqliteHandle:
             return _result(RunResult, (cur.rowcount, cur.lastrowid if t.insert else None))
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        t = translate(sql, "sqlite")
         try:
+            t = translate(sql, "sqlite")
+            conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             row = cur.fetchone()
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
         if row is None:
             return None
+        if conv:
+            row = convert([row], conv)[0]
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        t = translate(sql, "sqlite")
         try:
+            t = translate(sql, "sqlite")
+            conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             rows = cur.fetchall()
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
         if not rows:
             return []
+        if conv:
+            rows = convert(rows, conv)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
-        t = translate(sql, "sqlite")
+    def iter(self, sql: str, params: Params = None, tx: Any = None) -> Iterator[Row]:
+        """Rows in batches. With tx (the Transaction it was called on), every step first
+        checks that the transaction is still open: the connection is someone else's after."""
+        if tx is not None and tx._handle is None:
+            raise ended()
         try:
+            t = translate(sql, "sqlite")
+            conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
-            if cur.description is None:
-                return
-            names = [d[0] for d in cur.description]
-            while batch := cur.fetchmany(1000):
-                for row in batch:
-                    yield dict(zip(names, row, strict=True))
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+        if cur.description is None:
+            return
+        if tx is not None:
+            tx._opened(cur)
+        names = [d[0] for d in cur.description]
+        try:
+            while True:
+                if tx is not None and tx._handle is None:
+                    raise ended()
+                try:
+                    batch = cur.fetchmany(1000)
+                except sqlite3.Error as exc:
+                    raise from_sqlite(exc, self.where) from exc
+                if not batch:
+                    return
+                if conv:
+                    batch = convert(batch, conv)
+                for row in batch:
+                    if tx is not None and tx._handle is None:
+                        raise ended()
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            cur.close()  # a half-read cursor would keep the connection's snapshot open
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        t = translate(sql, "sqlite")
-        rows = seq if isinstance(seq, list) else list(seq)
+        """All rows or none: a savepoint undoes the rows done when one fails."""
+        conn = self.conn
         try:
-            if t.style == "qmark":
-                # Hand the rows to sqlite3 as they are; if one holds a value it cannot bind
-                # (a dict, a Decimal) or has the wrong length, undo and take the checked path.
-                self.conn.execute("SAVEPOINT storekit_many")
-                try:
-                    count = self.conn.executemany(t.sql, rows).rowcount
-                    self.conn.execute("RELEASE storekit_many")
-                    return count
-                except sqlite3.ProgrammingError:
-                    self.conn.execute("ROLLBACK TO storekit_many")
-                    self.conn.execute("RELEASE storekit_many")
-            cur = self.conn.executemany(t.sql, (adapt_sqlite(check_params(t, p)) for p in rows))
-            return cur.rowcount
+            t = translate(sql, "sqlite")
+            rows = seq if isinstance(seq, list) else list(seq)
+            conn.execute("SAVEPOINT storekit_many")
+            try:
+                count = -1
+                if t.style == "qmark" and not (rows and isinstance(rows[0], str)):
+                    # Hand the rows to sqlite3 as they are; if one holds a value it cannot
+                    # bind (a dict, a Decimal) or has the wrong length, take the checked path.
+                    try:
+                        count = conn.executemany(t.sql, rows).rowcount
+                    except sqlite3.ProgrammingError:
+                        conn.execute("ROLLBACK TO storekit_many")
+                if count < 0:
+                    count = conn.executemany(
+                        t.sql, (adapt_sqlite(check_params(t, p)) for p in rows)).rowcount
+            except BaseException:
+                conn.execute("ROLLBACK TO storekit_many")
+                conn.execute("RELEASE storekit_many")
+                raise
+            conn.execute("RELEASE storekit_many")
+            return count
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
     def exec(self, script: str) -> None:
+        """A script runs whole or not at all, as on PostgreSQL: inside a savepoint (in a
+        transaction) or its own transaction. Scripts with statements that cannot run in
+        a transaction (VACUUM, PRAGMA, ATTACH, DETACH, transaction control) run as they are."""
+        conn = self.conn
         try:
-            for statement in split_script(script):
-                self.conn.execute(statement)
+            statements = split_script(script)
+            self.types.clear()
+            if len(statements) == 1 or any(map(_NOT_IN_A_TRANSACTION.match, statements)):
+                for statement in statements:
+                    conn.execute(statement)
+                return
+            inside = conn.in_transaction
+            conn.execute("SAVEPOINT storekit_exec" if inside else "BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    conn.execute(statement)
+            except BaseException:
+                conn.execute("ROLLBACK TO storekit_exec" if inside else "ROLLBACK")
+                if inside:
+                    conn.execute("RELEASE storekit_exec")
+                raise
+            conn.execute("RELEASE storekit_exec" if inside else "COMMIT")
         except sqlite3.Error as exc:
             raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
 
 
 class SqliteBackend:
@@ -170,7 +265,8 @@ class SqliteBackend:
             self.where += f", opened read-only: {self.read_only}"
         # Nothing to write: no lock file to create, no checkpoints to run.
         self._lease_tried = self.memory or not self.options.fair_locking or bool(self.read_only)
-        self._writer = SqliteHandle(writer, self.where)
+        self._types: dict[str, Converters] = {}
+        self._writer = SqliteHandle(writer, self.where, self._types)
         if not self.memory:
             checkpoint.register(self.path)  # see checkpoint.py: never drop SQLite's locks
         self._checkpoints: Checkpointer | None = None
@@ -230,7 +326,6 @@ class SqliteBackend:
                 timeout=o.busy_timeout_ms / 1000,
                 isolation_level=None,  # storekit issues BEGIN/COMMIT itself
                 check_same_thread=False,
-                detect_types=sqlite3.PARSE_DECLTYPES,
                 cached_statements=256,
             )
         except sqlite3.Error as exc:
@@ -338,7 +433,7 @@ class SqliteBackend:
                 conn = self._connect()
                 with self._readers_lock:
                     self._readers.append(conn)
-                handle = SqliteHandle(conn, self.where)
+                handle = SqliteHandle(conn, self.where, self._types)
             self._local.reader = handle
         return handle
 
