@@ -311,6 +311,8 @@ class Database:
         write transaction.
         """
         self._backend.capabilities  # noqa: B018 - raises on a closed database
+        if not isinstance(readonly, bool):
+            raise ConfigurationError(f"readonly must be True or False, not {readonly!r}")
         return Transaction(self, readonly=readonly, team_id=team_id,
                            isolation=isolation_level(isolation))
 
