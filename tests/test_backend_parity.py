@@ -24,6 +24,43 @@ def ids(db: Database) -> list[int]:
 
 
 # Rows of the table.
+def test_two_write_transactions_at_once(store_url: str) -> None:
+    """The second either waits (SQLite) or runs and conflicts (PostgreSQL)."""
+    import contextlib
+
+    import storekit
+
+    with storekit.create_database(store_url, busy_timeout_ms=200) as db:
+        make(db)
+        sqlite = db.backend == "sqlite"
+        # On PostgreSQL each read the row the other writes: a cycle. The second commits
+        # first, so the first one's commit is refused.
+        refused = (contextlib.nullcontext() if sqlite
+                   else pytest.raises(storekit.SerializationFailure))
+        with refused, db.transaction() as first:
+            first.get("SELECT v FROM p WHERE id = 2")
+            first.run("UPDATE p SET v = 'x' WHERE id = 1")
+            with storekit.create_database(store_url, busy_timeout_ms=200) as other:
+                if sqlite:
+                    with pytest.raises(storekit.BusyError), other.transaction():
+                        pass
+                else:
+                    with other.transaction() as second:  # runs at once
+                        second.get("SELECT v FROM p WHERE id = 1")
+                        second.run("UPDATE p SET v = 'y' WHERE id = 2")
+        rows = {r["id"]: r["v"] for r in db.all("SELECT id, v FROM p")}
+    assert rows == ({1: "x", 2: "b"} if sqlite else {1: "a", 2: "y"})
+
+
+def test_statement_outside_a_transaction(store_url: str) -> None:
+    import storekit
+
+    with storekit.create_database(store_url) as db:
+        level = None if db.backend == "sqlite" else db.get(
+            "SHOW transaction_isolation")["transaction_isolation"]  # type: ignore[index]
+    assert level == (None if store_url.startswith("sqlite") else "read committed")
+
+
 def test_nan_parameter(store: Database) -> None:
     make(store)
     store.run("UPDATE p SET f = ? WHERE id = 1", (math.nan,))
