@@ -1,0 +1,101 @@
+"""atomic() and transaction edges a careless or unlucky caller reaches: a conflict caught
+inside the block, odd retry counts, busy timeouts beyond what the databases can hold."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+import storekit
+from storekit import Database
+
+
+def _raise_sqlstate(sqlstate: str) -> str:
+    return f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$"
+
+
+@pytest.mark.parametrize(("sqlstate", "cls"), [("40001", storekit.SerializationFailure),
+                                               ("40P01", storekit.DeadlockDetected),
+                                               ("55P03", storekit.BusyError)])
+def test_a_caught_conflict_still_fails_the_commit_as_a_conflict(
+        storekit_postgres_url: str, sqlstate: str, cls: type[storekit.StoreError]) -> None:
+    """The server aborted the transaction for a reason a retry gets past; the caller caught
+    the error (say, with `except StoreError: log`). The commit must raise that class, so
+    the caller's retry loop, or atomic(), sees a retryable error, not a generic one."""
+    with storekit.create_database(storekit_postgres_url) as db:
+        db.exec("DROP TABLE IF EXISTS edges; CREATE TABLE edges (id int PRIMARY KEY, n int)")
+        with pytest.raises(cls) as info, db.transaction() as tx:
+            tx.run("INSERT INTO edges VALUES (1, 1)")
+            with contextlib.suppress(storekit.StoreError):
+                tx.exec(_raise_sqlstate(sqlstate))
+        assert "nothing was committed" in str(info.value)
+        assert isinstance(info.value.__cause__, cls)
+        assert info.value.__cause__.__cause__ is not None  # the driver's error
+        assert db.all("SELECT * FROM edges") == []
+
+        calls: list[int] = []
+
+        def fn(tx: storekit.Transaction) -> int:
+            calls.append(1)
+            tx.run("INSERT INTO edges VALUES (?, ?)", (len(calls), len(calls)))
+            if len(calls) == 1:
+                with contextlib.suppress(storekit.StoreError):
+                    tx.exec(_raise_sqlstate(sqlstate))
+            return len(calls)
+
+        assert db.atomic(fn) == 2
+        assert db.all("SELECT id FROM edges") == [{"id": 2}]
+        db.exec("DROP TABLE edges")
+
+
+def test_a_caught_ordinary_error_stays_operational(storekit_postgres_url: str) -> None:
+    with storekit.create_database(storekit_postgres_url) as db:
+        with (pytest.raises(storekit.OperationalError) as info, db.transaction() as tx,
+              contextlib.suppress(storekit.StoreError)):
+            tx.run("SELECT 1 / 0")
+        assert not isinstance(info.value, (storekit.TransactionConflict, storekit.BusyError))
+
+
+@pytest.mark.parametrize("retries", ["3", None, 1.5, True, -1])
+def test_atomic_refuses_a_retry_count_that_is_not_a_count(store: Database,
+                                                          retries: object) -> None:
+    with pytest.raises(storekit.ConfigurationError, match="retries"):
+        store.atomic(lambda tx: 1, retries=retries)  # type: ignore[arg-type]
+
+
+def test_atomic_with_many_retries_keeps_retrying(store: Database,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backoff's exponent must not overflow a float after ~1000 attempts."""
+    import storekit.database
+
+    monkeypatch.setattr(storekit.database, "RETRY_CAP_S", 0.0)  # no sleeping in the test
+    calls: list[int] = []
+
+    def fn(tx: storekit.Transaction) -> int:
+        calls.append(1)
+        if len(calls) <= 1100:
+            raise storekit.SerializationFailure("injected")
+        return len(calls)
+
+    assert store.atomic(fn, retries=2000) == 1101
+
+
+@pytest.mark.parametrize("value", [2**31, 10**12, 1.5, "100", True, -1])
+def test_busy_timeout_beyond_what_the_databases_hold_is_refused(value: object) -> None:
+    """Both backends keep it as a 32-bit int of ms: SQLite wrapped 2**31 to 0 ("fail at
+    once"), PostgreSQL refused every connection and the pool reported an outage."""
+    for make in (lambda: storekit.SqliteOptions(busy_timeout_ms=value),  # type: ignore[arg-type]
+                 lambda: storekit.PoolOptions(busy_timeout_ms=value),  # type: ignore[arg-type]
+                 lambda: storekit.create_memory_database(
+                     busy_timeout_ms=value)):  # type: ignore[arg-type]
+        with pytest.raises(storekit.ConfigurationError, match="busy_timeout_ms"):
+            make()
+
+
+def test_the_largest_busy_timeout_is_kept(tmp_path: object, storekit_postgres_url: str) -> None:
+    most = 2**31 - 1
+    with storekit.open_database(f"{tmp_path}/b.db", busy_timeout_ms=most) as db:
+        assert db.get("PRAGMA busy_timeout") == {"timeout": most}
+    with storekit.create_database(storekit_postgres_url, busy_timeout_ms=most) as db:
+        assert db.get("SHOW lock_timeout") == {"lock_timeout": f"{most}ms"}
