@@ -99,3 +99,36 @@ def test_the_largest_busy_timeout_is_kept(tmp_path: object, storekit_postgres_ur
         assert db.get("PRAGMA busy_timeout") == {"timeout": most}
     with storekit.create_database(storekit_postgres_url, busy_timeout_ms=most) as db:
         assert db.get("SHOW lock_timeout") == {"lock_timeout": f"{most}ms"}
+
+
+def test_agents_creating_the_same_table_together_all_succeed(store: Database) -> None:
+    """create_table(if_not_exists=True) from several agents at start-up: on PostgreSQL the
+    losers of the race failed with UniqueViolation (pg_type) although the table existed."""
+    import threading
+
+    from storekit.schema import Column, SearchSpec, Table
+
+    errors: list[BaseException] = []
+    for round_ in range(5):
+        table = Table(f"race{round_}", [Column("id", "integer", primary_key=True),
+                                        Column("body", "text")],
+                      search=SearchSpec(["body"]))
+        barrier = threading.Barrier(4)
+
+        def create(table: Table = table, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                store.create_table(table)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        store.run(f"INSERT INTO race{round_} (id, body) VALUES (1, 'hello world')")
+        assert store.search(f"race{round_}", "hello") != []
+    assert errors == []
+    with pytest.raises(storekit.StoreError):
+        store.create_table(Table("race0", [Column("id", "integer")]), if_not_exists=False)
