@@ -132,3 +132,22 @@ def test_agents_creating_the_same_table_together_all_succeed(store: Database) ->
     assert errors == []
     with pytest.raises(storekit.StoreError):
         store.create_table(Table("race0", [Column("id", "integer")]), if_not_exists=False)
+
+
+def test_agent_write_verify_flags_a_counter_that_differs_from_its_rows(tmp_path: object) -> None:
+    """A step counter ahead of the committed result rows is as wrong as one behind."""
+    from bench.workloads import agent_write
+
+    with storekit.open_database(f"{tmp_path}/v.db") as db:
+        agent_write.setup(db, {})
+        agent_write.prepare(db, 1, ["writer"])
+        me = agent_write.agent_id(1, 0)
+        for seq in range(2):
+            db.run(agent_write.INSERT_RESULT, (1, me, seq, {}))
+            db.run(agent_write.INSERT_LOG, (1, me, seq, "m"))
+        db.run("UPDATE agents SET runs = 2 WHERE id = ?", (me,))
+        assert agent_write.verify(db, 1, [])["lost"] == 0
+        db.run("UPDATE agents SET runs = 3 WHERE id = ?", (me,))
+        assert agent_write.verify(db, 1, [])["lost"] == 1
+        db.run("UPDATE agents SET runs = 1 WHERE id = ?", (me,))
+        assert agent_write.verify(db, 1, [])["lost"] == 1
