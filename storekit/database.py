@@ -30,10 +30,9 @@ from storekit.backends.base import (
 )
 from storekit.errors import (
     BAD_INPUT,
-    BusyError,
+    RETRYABLE,
     ConfigurationError,
     StoreError,
-    TransactionConflict,
     from_bad_input,
 )
 from storekit.params import Params
@@ -331,14 +330,15 @@ class Database:
         again (up to `retries` more times, after a jittered exponential backoff) when it
         fails with TransactionConflict or BusyError.
 
-        fn must be safe to run again: everything it wrote was rolled back. Inside another
-        transaction it runs once, as a savepoint: a conflict dooms the outer transaction,
-        so the outermost atomic() is the one that retries. The last error is raised with
+        fn must be safe to run again: everything it wrote was rolled back. A conflict fn
+        caught itself still counts (on PostgreSQL the aborted transaction's commit raises
+        its class). Inside another transaction it runs once, as a savepoint, and a conflict
+        propagates: the outermost atomic() is the one that retries. The last error is raised with
         the number of attempts in its message. A BusyError attempt can wait a whole busy
         timeout, so the worst case is (retries + 1) busy timeouts.
         """
-        if retries < 0:
-            raise ConfigurationError(f"atomic(retries={retries}): must be >= 0")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
         if self._local.tx is not None:
             with self.transaction(readonly=readonly, team_id=team_id,
                                   isolation=isolation) as tx:
@@ -350,12 +350,13 @@ class Database:
                 with self.transaction(readonly=readonly, team_id=team_id,
                                       isolation=isolation) as tx:
                     return fn(tx, *args, **kwargs)
-            except (TransactionConflict, BusyError) as exc:
+            except RETRYABLE as exc:
                 if attempt > retries:
                     # The same exception, so its class and driver cause stay as they were.
                     exc.args = (f"{exc} (gave up after {attempt} attempts)", *exc.args[1:])
                     raise
-            time.sleep(random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt)))
+            # The exponent is capped: 2.0 ** 1024 overflows a float (retries can be huge).
+            time.sleep(random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(attempt, 32))))
 
     @_checked
     def scope(self, *, team_id: Any) -> Transaction:

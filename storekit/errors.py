@@ -67,6 +67,10 @@ class DeadlockDetected(TransactionConflict):
     """PostgreSQL SQLSTATE 40P01: two transactions waited for each other."""
 
 
+# What a retry can get past: Database.atomic re-runs a transaction that raised one.
+RETRYABLE: tuple[type[StoreError], ...] = (TransactionConflict, BusyError)
+
+
 class PoolTimeout(OperationalError):
     """No pooled connection became free within the configured timeout."""
 

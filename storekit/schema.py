@@ -23,7 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from storekit.errors import CapabilityError, ConfigurationError
+from storekit.errors import (
+    CapabilityError,
+    ConfigurationError,
+    IntegrityError,
+    ProgrammingError,
+)
 from storekit.schema_names import check_ident, derived_name, quote_ident
 
 if TYPE_CHECKING:
@@ -252,9 +257,16 @@ def create_table(db: Database, table: Table, *, if_not_exists: bool = True) -> N
         check_language(db, table.search.language)
     if if_not_exists and table.name in tables(db):
         return  # search triggers and indexes already exist with the table
-    with db.transaction() as tx:
-        for statement in statements:
-            tx.exec(statement)
+    try:
+        with db.transaction() as tx:
+            for statement in statements:
+                tx.exec(statement)
+    except (IntegrityError, ProgrammingError):
+        # Agents starting together all create the table: on PostgreSQL the losers of
+        # that race fail (duplicate pg_type row, 42P07) even with IF NOT EXISTS. The
+        # winner created the table with its indexes in one transaction, so it is whole.
+        if not if_not_exists or db._local.tx is not None or table.name not in tables(db):
+            raise
 
 
 def drop_table(db: Database, name: str, *, if_exists: bool = True) -> None:

@@ -122,12 +122,12 @@ def verify(db: Database, run_key: int, results: list[AgentResult]) -> dict[str, 
     # Each committed step adds a result row and one to the agent's counter, from the value
     # it read: a lost update leaves the counter short of the rows. (Rows, not acks: a
     # commit whose reply was lost, as in a server restart, is in both but was not acked;
-    # a missing row is counted above.)
-    steps = Counter(who for who, _ in found_results)
-    wrong = [a for a in runs if runs[a] < steps.get(a, 0)]
+    # a missing acked row is counted above, once. A counter ahead means rows vanished.)
+    steps = Counter(who for who, _ in found_results | acked)
+    wrong = [a for a in runs if runs[a] != steps.get(a, 0)]
     detail = f"missing {sorted(lost)[:5]}" if lost else ""
     if wrong:
-        detail += (" lost updates: agents whose step counter is short of their committed steps: "
+        detail += (" lost updates: agents whose step counter differs from their committed steps: "
                    + ", ".join(f"{a}: {runs[a]} vs {steps.get(a, 0)}" for a in wrong[:5]))
     return {"acked": len(acked), "lost": len(lost) + len(wrong), "detail": detail.strip()}
 

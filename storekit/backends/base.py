@@ -48,6 +48,21 @@ def isolation_level(name: str | None) -> str | None:
     return level
 
 
+# Both SQLite's busy_timeout and PostgreSQL's lock_timeout are 32-bit ints of milliseconds:
+# a larger value is refused by the server, or wraps to 0 ("fail at once") in SQLite.
+MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+
+
+def check_busy_timeout(owner: str, value: object) -> None:
+    from storekit.errors import ConfigurationError
+
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value <= MAX_BUSY_TIMEOUT_MS):
+        raise ConfigurationError(
+            f"{owner}.busy_timeout_ms={value!r}: must be an int of milliseconds from 0 to"
+            f" {MAX_BUSY_TIMEOUT_MS}")
+
+
 @dataclass(frozen=True)
 class PoolOptions:
     """psycopg_pool settings; the names and meaning follow psycopg_pool.ConnectionPool.
@@ -77,8 +92,7 @@ class PoolOptions:
         connect_timeout = 1.0 if self.connect_timeout is None else self.connect_timeout
         if self.timeout <= 0 or connect_timeout <= 0 or self.max_idle <= 0:
             raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
-        if not isinstance(self.busy_timeout_ms, int) or self.busy_timeout_ms < 0:
-            raise ConfigurationError("PoolOptions.busy_timeout_ms must be an int >= 0")
+        check_busy_timeout("PoolOptions", self.busy_timeout_ms)
 
 
 @dataclass(frozen=True)
@@ -111,8 +125,7 @@ class SqliteOptions:
                 raise ConfigurationError(
                     f"SqliteOptions.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}"
                 )
-        if self.busy_timeout_ms < 0:
-            raise ConfigurationError("SqliteOptions.busy_timeout_ms must be >= 0")
+        check_busy_timeout("SqliteOptions", self.busy_timeout_ms)
         if not self.lock_slice_ms > 0:
             raise ConfigurationError("SqliteOptions.lock_slice_ms must be > 0")
 

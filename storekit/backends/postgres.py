@@ -32,11 +32,13 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
 from storekit.errors import (
     BAD_INPUT,
+    RETRYABLE,
     ConfigurationError,
     DatabaseUnavailable,
     OperationalError,
     PoolTimeout,
     ProgrammingError,
+    StoreError,
     ended,
     from_bad_input,
     from_psycopg,
@@ -135,20 +137,36 @@ def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
-    __slots__ = ("conn", "readonly")
+    __slots__ = ("conn", "failed", "readonly")
 
     def __init__(self, conn: psycopg.Connection[Row], readonly: bool = False) -> None:
         self.conn = conn
         self.readonly = readonly
+        # The last error a statement raised: if the caller caught a conflict or lock
+        # timeout and the transaction ends aborted, COMMIT raises its class, so atomic()
+        # still retries. (A try costs nothing on the success path.)
+        self.failed: StoreError | None = None
 
     def run(self, sql: str, params: Params = None) -> RunResult:
-        return pg_run(self.conn, sql, params)
+        try:
+            return pg_run(self.conn, sql, params)
+        except StoreError as exc:
+            self.failed = exc
+            raise
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        return pg_get(self.conn, sql, params)
+        try:
+            return pg_get(self.conn, sql, params)
+        except StoreError as exc:
+            self.failed = exc
+            raise
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        return pg_all(self.conn, sql, params)
+        try:
+            return pg_all(self.conn, sql, params)
+        except StoreError as exc:
+            self.failed = exc
+            raise
 
     def iter(self, sql: str, params: Params = None, tx: Any = None) -> Iterator[Row]:
         """Stream through a server-side cursor: memory stays flat whatever the result size.
@@ -175,7 +193,8 @@ class PgHandle:
                             raise ended()
                         yield row
         except psycopg.Error as exc:
-            raise from_psycopg(exc) from exc
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
         except BAD_INPUT as exc:
             raise from_bad_input(exc) from exc
 
@@ -186,12 +205,17 @@ class PgHandle:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
         except psycopg.Error as exc:
-            raise from_psycopg(exc) from exc
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
         except BAD_INPUT as exc:
             raise from_bad_input(exc) from exc
 
     def exec(self, script: str) -> None:
-        pg_exec(self.conn, script)
+        try:
+            pg_exec(self.conn, script)
+        except StoreError as exc:
+            self.failed = exc
+            raise
 
 
 def check_options(url: DatabaseURL) -> None:
@@ -422,9 +446,14 @@ class PostgresBackend:
                 # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead
                 # (a read-only one had nothing to commit).
                 handle.exec("ROLLBACK")
-                raise OperationalError(
+                # If a conflict or lock timeout aborted it, raise that class (with it as
+                # __cause__): the caller's retry, or atomic(), must see a retryable error.
+                failed = handle.failed
+                cls = type(failed) if isinstance(failed, RETRYABLE) else OperationalError
+                raise cls(
                     "the transaction was aborted by an earlier error (caught inside the"
-                    " block) and has been rolled back; nothing was committed")
+                    " block) and has been rolled back; nothing was committed"
+                    + (f" (it was: {failed})" if failed is not None else "")) from failed
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
             # putconn rolls back a connection left in a transaction and drops a broken one.
