@@ -24,9 +24,13 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 Style = Literal["none", "qmark", "named"]
 Target = Literal["sqlite", "postgres"]
 
-_IDENT_START = re.compile(r"[A-Za-z_]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+# PostgreSQL's lexer (scan.l): an identifier or keyword starts with a letter, "_" or any
+# non-ASCII character and goes on with those, digits and "$"; a dollar-quote tag is the
+# same without "$". Whole words are skipped, so a "$" or "E'" inside one (x$$, x$E'..')
+# is never mistaken for a dollar quote or an escape string as the server would not.
+_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
 _INSERT = re.compile(r"\s*(insert|replace)\b", re.IGNORECASE)
 # Statements whose result columns a view can describe (declared types, SQLite), and DDL,
@@ -34,9 +38,9 @@ _INSERT = re.compile(r"\s*(insert|replace)\b", re.IGNORECASE)
 _QUERY = re.compile(r"\s*(select|with|values)\b", re.IGNORECASE)
 _DDL = re.compile(r"\s*(create|alter|drop)\b", re.IGNORECASE)
 # A ; inside a SQLite trigger body does not end the statement: sqlite3.complete_statement()
-# decides there. PostgreSQL 14's BEGIN ATOMIC bodies are left to the server.
+# decides there. On PostgreSQL a ; inside a BEGIN ATOMIC body (PostgreSQL 14) does not
+# either: the scanner counts BEGIN ATOMIC/CASE against END, as psql does.
 _TRIGGER = re.compile(r"\bcreate\b.*\btrigger\b", re.IGNORECASE | re.DOTALL)
-_ATOMIC = re.compile(r"\bbegin\s+atomic\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ def _translate(sql: str, target: Target) -> Translated:
     pg = target == "postgres"
     ends: list[int] = []  # top-level ; followed by more than blanks and comments
     semi = -1
+    word = ""  # the last keyword or identifier, to see BEGIN ATOMIC
+    atomic = 0  # depth inside a PostgreSQL BEGIN ATOMIC body
     # A literal output piece is appended lazily (sql[start:i]) to keep the loop cheap.
     while i < n:
         c = sql[i]
@@ -126,22 +132,40 @@ def _translate(sql: str, target: Target) -> Translated:
                 sql.startswith("--", i) or sql.startswith("/*", i)):
             ends.append(semi)
             semi = -1
+        if c.isalpha() or c == "_" or c >= "\x80":
+            m = _WORD.match(sql, i)
+            assert m is not None
+            j = m.end()
+            if j - i == 1 and c in "eE" and j < n and sql[j] == "'":
+                i = _end_of_quoted(sql, j, "'", True)  # E'...' takes backslash escapes
+                word = ""
+                continue
+            i = j
+            if pg:
+                prev, word = word, m.group(0).lower()
+                if atomic and word in ("case", "end"):
+                    atomic += 1 if word == "case" else -1
+                elif word == "atomic" and prev == "begin":
+                    atomic += 1
+            continue
         if c == "'":
-            # E'...' strings take backslash escapes; the E must not end an identifier.
-            backslash = i > 0 and sql[i - 1] in "eE" and (
-                i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_")
-            )
-            i = _end_of_quoted(sql, i, "'", backslash)
+            i = _end_of_quoted(sql, i, "'", False)
         elif c == '"':
             i = _end_of_quoted(sql, i, '"', False)
         elif c == "-" and sql.startswith("--", i):
+            # PostgreSQL ends a -- comment at \r too; SQLite only at \n.
             j = sql.find("\n", i)
+            if pg:
+                r = sql.find("\r", i, None if j < 0 else j)
+                j = r if r >= 0 else j
             i = n if j < 0 else j + 1
+            continue
         elif c == "/" and sql.startswith("/*", i):
             i = _end_of_block_comment(sql, i)
+            continue  # a comment between BEGIN and ATOMIC keeps them one phrase
         elif c == "$":
             m = _DOLLAR_TAG.match(sql, i)
-            if m and not (i and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            if m:
                 close = sql.find(m.group(0), m.end())
                 if close < 0:
                     raise ProgrammingError(f"unterminated dollar quote {m.group(0)} in SQL")
@@ -173,12 +197,14 @@ def _translate(sql: str, target: Target) -> Translated:
             i = m.end()
             start = i
         else:
-            if c == ";":
+            if c == ";" and not atomic:
                 semi = i
             i += 1
+        if not c.isspace():
+            word = ""
     out.append(sql[start:])
     if ends:
-        _check_one_statement(sql, ends)
+        _check_one_statement(sql, ends, pg)
     if pg:
         # psycopg reads % everywhere, literals and comments included; the placeholders
         # this function wrote are the odd-indexed pieces and stay as they are.
@@ -214,10 +240,9 @@ def check_sql_text(sql: str) -> None:
         )
 
 
-def _check_one_statement(sql: str, ends: list[int]) -> None:
-    if _ATOMIC.search(sql):
-        return
-    trigger = _TRIGGER.search(sql) is not None
+def _check_one_statement(sql: str, ends: list[int], pg: bool) -> None:
+    # A PostgreSQL trigger's body is a function: no ; inside CREATE TRIGGER there.
+    trigger = not pg and _TRIGGER.search(sql) is not None
     for i in ends:
         if not trigger or sqlite3.complete_statement(sql[: i + 1]):
             raise ProgrammingError(
