@@ -28,9 +28,14 @@ SQLITE_OPTIONS: dict[str, tuple[str, ...]] = {
     "immutable": _BOOLEANS,
     "cache": ("private", "shared"),
 }
-# A URL's userinfo, and a libpq key/value or query password, inside free text.
+# libpq's secret connection parameters: those PQconndefaults marks as passwords
+# (dispchar "*") and the SCRAM keys, which are worth as much as the password.
+SECRET_OPTIONS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key",
+                  "scram_server_key")
+# A URL's userinfo, and a libpq key/value or query secret, inside free text.
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)\S*(@)")
-_PASSWORD_KEY = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)", re.IGNORECASE)
+_PASSWORD_KEY = re.compile(
+    rf"(\b(?:{'|'.join(SECRET_OPTIONS)})\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -161,9 +166,9 @@ class DatabaseURL:
             host = f"[{host}]" if ipv6 else quote(host, safe="")
             port = f":{self.port}" if self.port is not None else ""
             base = f"{self.scheme}://{auth}{host}{port}/{quote(self.database)}"
-        query = [(k, _MASK if mask and k == "password" else v) for k, v in self.query]
+        query = [(k, _MASK if mask and k in SECRET_OPTIONS else v) for k, v in self.query]
         # quote, not quote_plus: libpq does not read "+" as a space.
-        return base + ("?" + urlencode(query, quote_via=quote) if query else "")
+        return base + ("?" + urlencode(query, safe="*", quote_via=quote) if query else "")
 
     def conninfo(self) -> str:
         """The libpq key/value connection string with the real password, for the driver
@@ -191,8 +196,10 @@ def resolve_url(url: str | DatabaseURL | None = None) -> DatabaseURL:
 
 
 def mask_secrets(text: str) -> str:
-    """Mask passwords in free text by structure: a URL's userinfo and password=... keys."""
-    if "password" in text.lower():
+    """Mask passwords in free text by structure: a URL's userinfo and the secret keys
+    (password=..., sslpassword=..., ...)."""
+    lower = text.lower()
+    if "password" in lower or "secret" in lower or "scram" in lower:
         text = _PASSWORD_KEY.sub(lambda m: m.group(1) + _MASK, text)
     if "://" in text:
         text = _USERINFO.sub(lambda m: m.group(1) + _MASK + m.group(2), text)
