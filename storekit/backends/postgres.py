@@ -134,6 +134,24 @@ def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
         raise from_bad_input(exc) from exc
 
 
+def _resynced(conn: psycopg.Connection[Row], exc: StoreError) -> bool:
+    """A statement psycopg prepared on this connection is gone (SQL sent DEALLOCATE, maybe
+    from a DO block, and psycopg could not see it): every later use of that query on this
+    pooled connection would fail, for whoever borrows it. Drop psycopg's cache with
+    DEALLOCATE ALL (psycopg clears its own on that command) and say the statement may be
+    sent again: it failed before it ran. Inside a transaction the ROLLBACK that ends the
+    aborted transaction clears psycopg's cache the same way."""
+    cause = exc.__cause__
+    if (getattr(cause, "sqlstate", None) != "26000" or '"_pg3_' not in str(cause)
+            or conn.info.transaction_status != _IDLE):
+        return False
+    try:
+        conn.execute("DEALLOCATE ALL")
+    except psycopg.Error:
+        return False
+    return True
+
+
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
@@ -388,6 +406,10 @@ class PostgresBackend:
         conn = self._getconn()
         try:
             return pg_run(conn, sql, params)
+        except StoreError as exc:
+            if not _resynced(conn, exc):
+                raise
+            return pg_run(conn, sql, params)
         finally:
             self._putconn(conn)
 
@@ -395,12 +417,20 @@ class PostgresBackend:
         conn = self._getconn()
         try:
             return pg_get(conn, sql, params)
+        except StoreError as exc:
+            if not _resynced(conn, exc):
+                raise
+            return pg_get(conn, sql, params)
         finally:
             self._putconn(conn)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         conn = self._getconn()
         try:
+            return pg_all(conn, sql, params)
+        except StoreError as exc:
+            if not _resynced(conn, exc):
+                raise
             return pg_all(conn, sql, params)
         finally:
             self._putconn(conn)
