@@ -84,7 +84,8 @@ class Checkpointer:
         """A PASSIVE checkpoint; skipped if another thread of this process is running one.
 
         Errors are swallowed like those of SQLite's own automatic checkpoint: the commit
-        that asked for it has already succeeded, and the next commit asks again.
+        that asked for it has already succeeded, and the next commit asks again. That
+        includes failing to open the checkpoint connection (EMFILE: out of descriptors).
         """
         if not self._running.acquire(blocking=False):
             return
@@ -98,10 +99,23 @@ class Checkpointer:
                 return  # another process is checkpointing: ask again at the next turn
             self.tail_pending = not in_turn and frames >= self._restart_frames
             self.blocked = frames - copied >= self._pages
-        except sqlite3.Error:
+        except Exception:  # see the docstring: never fail a write that committed
             pass
         finally:
             self._running.release()
+
+    def after_fork(self, set_aside: list[sqlite3.Connection]) -> None:
+        """In the child of os.fork(): a fresh lock; the connection is reopened when next
+        needed, the old one closed unless a checkpoint was running in another thread
+        (then it is set aside: closing would wait for that thread). The map stays valid."""
+        busy = not self._running.acquire(blocking=False)
+        self._running = threading.Lock()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if busy:
+                set_aside.append(conn)
+            else:
+                conn.close()
 
     def close(self) -> None:
         """Close the checkpoint connection; the map stays until unregister()."""
@@ -124,6 +138,14 @@ class Checkpointer:
 _users: dict[str, int] = {}  # -shm path -> registered Databases
 _maps: dict[str, tuple[mmap.mmap | None, int]] = {}  # -shm path -> (map, descriptor)
 _maps_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _maps_lock
+    _maps_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def shm_path(db_path: str) -> str:

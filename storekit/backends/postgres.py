@@ -8,13 +8,17 @@ LISTEN reaches the next borrower (a transaction left open is rolled back first).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import itertools
 import json
+import os
 import secrets
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 try:
     import psycopg
@@ -155,7 +159,7 @@ def _resynced(conn: psycopg.Connection[Row], exc: StoreError) -> bool:
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction."""
 
-    __slots__ = ("conn", "failed", "readonly")
+    __slots__ = ("__weakref__", "conn", "failed", "readonly")
 
     def __init__(self, conn: psycopg.Connection[Row], readonly: bool = False) -> None:
         self.conn = conn
@@ -271,6 +275,54 @@ def connect_timeout(url: DatabaseURL, pool: PoolOptions) -> dict[str, int]:
     return {"connect_timeout": max(1, round(seconds))}
 
 
+class _Inherited:
+    """Stands in, in the child of a fork, for a connection of the parent's: its socket is
+    shared with the parent, so any use (even closing it) would break the parent's session."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError(self._message)
+
+
+class _PoolAfterFork:
+    """The pool of a Database inherited by fork(), opened in the child on first use."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._opened = False
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Row]:
+        with self._lock:
+            if not self._opened:
+                self._opened = True
+                pool = self._backend._new_pool()
+                pool.open(wait=False)
+                self._backend._pool = pool
+        return self._backend._pool.getconn(timeout=timeout)
+
+    def close(self) -> None:
+        pass
+
+
+# Every open backend and its open transactions, to reset in the child of a fork; and the
+# parent's pools, kept but never used, closed or collected there (see _after_fork).
+_live: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
+_set_aside: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_live):
+        # One Database that fails to reset must not keep the others from being reset.
+        with contextlib.suppress(Exception):
+            backend._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class PostgresBackend:
     name = "postgres"
 
@@ -299,27 +351,15 @@ class PostgresBackend:
             ) from exc
         with probe:
             self._server_settings = self._read_settings(probe)
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = (
-            psycopg_pool.ConnectionPool(
-                conninfo,
-                kwargs=kwargs,
-                min_size=o.min_size,
-                max_size=o.max_size,
-                max_idle=o.max_idle,
-                timeout=o.timeout,
-                # Give up a failing reconnection after 2 s: the next request then starts
-                # a fresh attempt at once instead of waiting out a long backoff.
-                reconnect_timeout=2.0,
-                configure=self._configure,
-                open=False,
-                name="storekit",
-            )
-        )
+        self._pool_kwargs = kwargs
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = self._new_pool()
+        self._handles: weakref.WeakSet[PgHandle] = weakref.WeakSet()  # open transactions
         try:
             self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
             raise DatabaseUnavailable(f"PostgreSQL pool could not open at {url}") from exc
+        _live.add(self)
         version = str(self._server_settings.get("server_version", ""))
         self.capabilities = Capabilities(
             concurrent_writers=True,
@@ -330,6 +370,37 @@ class PostgresBackend:
             full_text="tsvector",
             server_version=version,
         )
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Row]]:
+        o = self.pool_options
+        return psycopg_pool.ConnectionPool(
+            self._conninfo,
+            kwargs=self._pool_kwargs,
+            min_size=o.min_size,
+            max_size=o.max_size,
+            max_idle=o.max_idle,
+            timeout=o.timeout,
+            # Give up a failing reconnection after 2 s: the next request then starts
+            # a fresh attempt at once instead of waiting out a long backoff.
+            reconnect_timeout=2.0,
+            configure=self._configure,
+            open=False,
+            name="storekit",
+        )
+
+    def _after_fork(self) -> None:
+        """In the child of os.fork(): the pool's connections share their sockets with the
+        parent and its worker threads did not survive, so the child gets a pool of its own,
+        opened on first use. The parent's is kept but never touched (closing a connection
+        would end the parent's session), and a transaction that was open at the fork
+        raises StoreError in the child."""
+        _set_aside.append(self._pool)
+        self._pool = _PoolAfterFork(self)  # type: ignore[assignment]
+        message = (f"a PostgreSQL transaction open at fork() cannot be used in the child"
+                   f" ({self.url}): its connection belongs to the parent")
+        for handle in list(self._handles):
+            _set_aside.append(handle.conn)
+            handle.conn = _Inherited(message)  # type: ignore[assignment]
 
     def _configure(self, conn: psycopg.Connection[Row]) -> None:
         """A new pooled connection, before anyone borrows it: its session settings, and
@@ -457,6 +528,7 @@ class PostgresBackend:
               isolation: str = "serializable") -> PgHandle:
         conn = self._getconn()
         handle = PgHandle(conn, readonly)
+        self._handles.add(handle)
         try:
             handle.exec(_BEGIN[isolation, readonly])
             if team_id is not None:
@@ -487,7 +559,8 @@ class PostgresBackend:
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
             # putconn rolls back a connection left in a transaction and drops a broken one.
-            self._putconn(handle.conn)
+            if not isinstance(handle.conn, _Inherited):
+                self._putconn(handle.conn)
 
     def savepoint(self, handle: Any, name: str) -> None:
         handle.exec(f"SAVEPOINT {name}")
@@ -505,4 +578,5 @@ class PostgresBackend:
                 "pool_timeout": o.timeout, "url": str(self.url)}
 
     def close(self) -> None:
+        _live.discard(self)
         self._pool.close()

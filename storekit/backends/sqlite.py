@@ -9,20 +9,23 @@ front instead of failing with "database is locked" when it upgrades.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from storekit.backends import checkpoint, sqlite_open
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
 from storekit.backends.checkpoint import Checkpointer
 from storekit.backends.sqlite_types import Converters, convert, probe
-from storekit.backends.writelock import FairLock, WriteLease
+from storekit.backends.writelock import STALL_S, FairLock, WriteLease
 from storekit.errors import (
     BAD_INPUT,
     BusyError,
@@ -243,6 +246,45 @@ class SqliteHandle:
             raise from_bad_input(exc) from exc
 
 
+class _InheritedWriter:
+    """Stands in for a write connection that a fork() caught inside a transaction."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+
+    def _refuse(self) -> NoReturn:
+        raise StoreError(
+            f"this SQLite database ({self._where}) was inherited by fork() while a write "
+            "transaction was open; the child cannot write through it: open a new Database "
+            "in the child")
+
+    @property
+    def in_transaction(self) -> bool:
+        self._refuse()
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> NoReturn:
+        self._refuse()
+
+
+# Every open SqliteBackend, to reset in the child of a fork; and the connections a child
+# must keep but never use or close (see SqliteBackend._after_fork).
+_live: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+_set_aside: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_live):
+        # One Database that fails to reset must not keep the others from being reset.
+        with contextlib.suppress(Exception):
+            backend._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SqliteBackend:
     name = "sqlite"
 
@@ -254,8 +296,7 @@ class SqliteBackend:
         self.where = "in-memory database" if self.memory else f"file {self.path}"
         if not self.memory:
             self._check_path(Path(self.path), create=sqlite_open.creates_file(url))
-        self._lock: Any = (threading.RLock() if self.memory else FairLock()
-                           if self.options.fair_locking else threading.Lock())
+        self._lock: Any = self._new_lock()
         self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
         self._target = sqlite_open.target(url)
@@ -281,6 +322,7 @@ class SqliteBackend:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._begin = f"BEGIN {self.options.begin.upper()}"
+        _live.add(self)
         version = sqlite3.sqlite_version
         self.capabilities = Capabilities(
             concurrent_writers=False,
@@ -291,6 +333,61 @@ class SqliteBackend:
             full_text="fts5",
             server_version=version,
         )
+
+    def _new_lock(self) -> Any:
+        return (threading.RLock() if self.memory else FairLock()
+                if self.options.fair_locking else threading.Lock())
+
+    def _after_fork(self) -> None:
+        """In the child of os.fork(): only the forking thread lives on, locks other threads
+        held stay held for good, no file lock of the parent's is inherited, and SQLite's
+        connections must not be shared by two processes. So the locks are made anew, the
+        parent's turn is dropped without being unlocked, and connections are reopened.
+
+        A connection another thread may have been using at the fork (its reader, a writer
+        the write lock was taken for) is set aside, never closed: closing would wait for
+        that thread's connection mutex, and rolling back a write would edit the wal-index
+        the parent shares. A writer caught inside a transaction cannot be replaced (SQLite
+        still counts its write lock in this process), so the child's writes raise.
+        """
+        old_lock, self._lock = self._lock, self._new_lock()
+        if self._lease is not None:
+            self._lease.abandon_after_fork()
+            self._lease = None
+        self._lease_tried = (self.memory or not self.options.fair_locking
+                             or bool(self.read_only))
+        if self.memory:
+            return  # the child has its own copy of the database, in its own memory
+        mine = getattr(self._local, "reader", None)
+        self._local = threading.local()
+        self._readers_lock = threading.Lock()
+        readers, self._readers = self._readers, []
+        for conn in readers:
+            if mine is not None and conn is mine.conn:
+                conn.close()  # the forking thread's own: not in use
+            else:
+                _set_aside.append(conn)
+        if self._checkpoints is not None:
+            self._checkpoints.after_fork(_set_aside)
+        writer = self._writer.conn
+        busy = (old_lock._locked if isinstance(old_lock, FairLock) else old_lock.locked())
+        try:
+            if writer.in_transaction:
+                _set_aside.append(writer)
+                self._writer.conn = _InheritedWriter(self.where)  # type: ignore[assignment]
+                return
+        except StoreError:
+            return  # set aside at an earlier fork
+        if busy:
+            _set_aside.append(writer)
+        else:
+            writer.close()
+        try:
+            self._writer.conn = self._connect()
+            if self._checkpoints is not None:
+                self._writer.conn.execute("PRAGMA wal_autocheckpoint=0")
+        except (StoreError, sqlite3.Error):
+            self._writer.conn = _InheritedWriter(self.where)  # type: ignore[assignment]
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -388,37 +485,72 @@ class SqliteBackend:
             delay = min(delay * 2, 0.05)
 
     def _acquire_writer(self) -> None:
-        """Queue for the write connection (threads, FIFO), then for the file (processes)."""
+        """Queue for the write connection (threads, FIFO), then for the file (processes).
+
+        Exception-safe at every wait (a signal handler raising, KeyboardInterrupt): what
+        was taken is given back before the exception leaves.
+        """
         timeout = self._busy_timeout
         started = time.monotonic()
         if not self._lock.acquire(timeout=timeout):
             raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
-        if not self._lease_tried:
-            self._lease_tried = True
-            try:
-                self._lease = WriteLease(self.path + "-storekit.lock",
-                                         self.options.lock_slice_ms / 1000)
-            except OSError:
-                self._lease = None  # a read-only folder: SQLite's busy handler alone
-        if self._lease is not None and not self._lease.acquire(started + timeout):
+        try:
+            lease = self._lease if self._lease_tried else self._open_lease()
+            if lease is not None and not lease.acquire(started + timeout):
+                raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
+                                " (held by another process)")
+        except BaseException:
             self._lock.release()
-            raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
-                            " (held by another process)")
+            raise
         if self._checkpoints is not None and self._checkpoints.tail_pending:
-            self._checkpoints.run(in_turn=True)  # the short tail, in this turn (see checkpoint.py)
+            try:
+                self._checkpoints.run(in_turn=True)  # the short tail, in this turn (checkpoint.py)
+            except BaseException:
+                self._release_writer()
+                raise
+
+    def _open_lease(self) -> WriteLease | None:
+        # A turn that has not come within a fifth of the busy timeout (at most STALL_S)
+        # means the holder is stopped or stuck: write under SQLite's lock (writelock.py).
+        stall = min(STALL_S, self._busy_timeout / 5)
+        try:
+            self._lease = WriteLease(self.path + "-storekit.lock",
+                                     self.options.lock_slice_ms / 1000, stall)
+        except (OSError, RuntimeError) as exc:
+            # A read-only folder: SQLite's busy handler alone, for good. Out of descriptors
+            # or threads (EMFILE, "can't start new thread"): this write only.
+            if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS,
+                                                          errno.EPERM):
+                self._lease_tried = True
+            return None
+        self._lease_tried = True
+        return self._lease
 
     def _release_writer(self) -> None:
+        """Never raises for a write that committed: checkpoint errors are swallowed (as
+        SQLite's own automatic checkpoint's are), and the locks are released whatever
+        happens; only an exception raised into this thread (a signal handler) leaves."""
         outside = False
-        if self._checkpoints is not None and self._checkpoints.due():
-            if (self._lease is not None and not self._checkpoints.blocked
-                    and self._lease.others_waiting()):
-                outside = True
-            else:
-                # Nobody waits, or a reader holds it back: in the turn, as SQLite would.
-                self._checkpoints.run(in_turn=True)
-        if self._lease is not None:
-            self._lease.release(hand_over=outside)
-        self._lock.release()
+        try:
+            conn = self._writer.conn
+            if conn.in_transaction:
+                # An exception came between BEGIN and COMMIT/ROLLBACK (a signal handler):
+                # never pass on a write lock SQLite still holds for this connection.
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+            if self._checkpoints is not None and self._checkpoints.due():
+                if (self._lease is not None and not self._checkpoints.blocked
+                        and self._lease.others_waiting()):
+                    outside = True
+                else:
+                    # Nobody waits, or a reader holds it back: in the turn, as SQLite would.
+                    self._checkpoints.run(in_turn=True)
+        finally:
+            try:
+                if self._lease is not None:
+                    self._lease.release(hand_over=outside)
+            finally:
+                self._lock.release()
         if outside:
             assert self._checkpoints is not None
             self._checkpoints.run(in_turn=False)  # the bulk, while the next process writes
@@ -447,22 +579,37 @@ class SqliteBackend:
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         if self.memory:
-            with self._lock:
+            self._hold_memory()
+            try:
                 return self._writer.get(sql, params)
+            finally:
+                self._lock.release()
         return self._reader().get(sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         if self.memory:
-            with self._lock:
+            self._hold_memory()
+            try:
                 return self._writer.all(sql, params)
+            finally:
+                self._lock.release()
         return self._reader().all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         if self.memory:
-            with self._lock:
-                yield from self._writer.iter(sql, params)
+            # Read whole under the lock: a half-read generator holding the one shared
+            # connection would block every other thread for as long as it lives. The
+            # rows are in memory already.
+            yield from self.all(sql, params)
             return
         yield from self._reader().iter(sql, params)
+
+    def _hold_memory(self) -> None:
+        """The in-memory database's one connection, waited for at most the busy timeout
+        (a transaction of another thread holds it), as a write would be."""
+        if not self._lock.acquire(timeout=self._busy_timeout):
+            raise BusyError(f"waited {self._busy_timeout:g} s for the {self.where}"
+                            " (another thread's transaction holds it)")
 
     def exec(self, script: str) -> None:
         self._acquire_writer()
@@ -537,6 +684,7 @@ class SqliteBackend:
         return found
 
     def close(self) -> None:
+        _live.discard(self)
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:

@@ -39,7 +39,9 @@ least lock_slice_ms, 2 ms): a round of the queue takes about 32 ms whatever the 
 writers, and fewer writers pay fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 /
 0.81x to 0.97 / 0.89 / 0.88x).
 
-The busy timeout bounds the whole wait and a timeout still raises BusyError. Programs that
+The busy timeout bounds the wait and a timeout still raises BusyError; a writer whose turn
+has not come within STALL_S (a stopped process keeps its turn) then waits in SQLite's busy
+handler, at most the busy timeout more (WriteLease). Programs that
 do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
 busy handler; the sidecar only orders storekit writers and is always taken before SQLite's
 lock, so the two cannot deadlock. It guards fairness, never data: if two processes queued
@@ -49,6 +51,7 @@ still keeps them apart.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -57,37 +60,72 @@ import time
 from collections import deque
 
 
+class _Waiter:
+    __slots__ = ("granted", "wake")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.granted = False  # set by release() under the mutex: the lock is this waiter's
+
+
 class FairLock:
-    """A lock handed to waiters in arrival order."""
+    """A lock handed to waiters in arrival order.
+
+    Safe against exceptions raised while waiting (a signal handler, KeyboardInterrupt): the
+    waiter leaves the queue, or passes on the lock if it was handed over meanwhile.
+    """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._locked = False
-        self._waiters: deque[threading.Lock] = deque()
+        self._waiters: deque[_Waiter] = deque()
 
     def acquire(self, timeout: float = -1) -> bool:
         with self._mutex:
             if not self._locked:
                 self._locked = True
                 return True
-            waiter = threading.Lock()
-            waiter.acquire()
+            waiter = _Waiter()
             self._waiters.append(waiter)
-        if waiter.acquire(timeout=timeout):
-            return True  # release() handed the lock over; it is still marked locked
-        with self._mutex:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                return True  # handed over just as the wait timed out: we own it
-            return False
+        try:
+            if waiter.wake.acquire(timeout=timeout):
+                return True  # release() handed the lock over; it is still marked locked
+        except BaseException:
+            if self._leave(waiter):
+                self.release()  # handed over as the exception came: pass it on
+            raise
+        return self._leave(waiter)  # timed out, unless handed over just then
+
+    def _leave(self, waiter: _Waiter) -> bool:
+        """Leave the queue; True if the lock was handed to this waiter first (idempotent)."""
+        interrupted = _hold(self._mutex)
+        try:
+            if not waiter.granted:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            granted = waiter.granted
+        finally:
+            self._mutex.release()
+        if interrupted is not None:
+            if granted:
+                self.release()
+            raise interrupted
+        return granted
 
     def release(self) -> None:
-        with self._mutex:
+        interrupted = _hold(self._mutex)
+        try:
             if self._waiters:
-                self._waiters.popleft().release()
+                waiter = self._waiters.popleft()
+                waiter.granted = True
+                waiter.wake.release()
             else:
                 self._locked = False
+        finally:
+            self._mutex.release()
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self) -> FairLock:
         self.acquire()
@@ -95,6 +133,19 @@ class FairLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _hold(lock: threading.Lock) -> BaseException | None:
+    """Acquire `lock` even if signal handlers raise while it waits (a blocking acquire is
+    interruptible in the main thread); return the first exception, for the caller to raise
+    once its bookkeeping is done, so a release or a withdrawal is never left half-done."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            lock.acquire()
+            return interrupted
+        except BaseException as exc:  # re-raised by the caller
+            interrupted = interrupted or exc
 
 
 _OFD = hasattr(fcntl, "F_OFD_SETLKW")  # Linux; elsewhere flock, in wake-up order
@@ -171,6 +222,9 @@ class TicketQueue:
 
 ROUND_S = 0.032  # target time for every queued process to have had one turn
 MAX_SLICE_S = 0.016
+# A writer whose turn has not come within this long writes under SQLite's lock alone
+# (WriteLease): well above a healthy queue's wait (a round takes about ROUND_S).
+STALL_S = 0.5
 
 
 class WriteLease:
@@ -183,49 +237,90 @@ class WriteLease:
     Only that thread waits in the queue, so a writer that gives up (busy timeout) simply
     stops asking, and the kernel wait never needs a timeout. Callers are serialised by
     FairLock.
+
+    The turn guards fairness, never data, so it must not let one process block the others:
+    a process stopped (SIGSTOP, a debugger, a frozen container) while it holds its turn
+    keeps it, its thread being stopped too. With stall_s, a writer whose turn has not come
+    within stall_s writes anyway, under SQLite's own lock and busy handler, as do this
+    process's later writers until its thread gets the turn (the queue moved again). The
+    alternative, ending the turn whenever a process goes idle, would make a lone writer
+    queue again for every transaction; this costs nothing until the queue stalls.
     """
 
-    def __init__(self, path: str, slice_s: float) -> None:
+    def __init__(self, path: str, slice_s: float, stall_s: float | None = None) -> None:
         self._queue = TicketQueue(path)
         self._slice = slice_s
-        self._cv = threading.Condition(threading.Lock())
+        self._stall = stall_s
+        self._mutex = threading.Lock()
+        self._cv = threading.Condition(self._mutex)
         self._wanted = False
         self._held = False
         self._in_use = False
         self._used = False  # a write started since the slice began
         self._closed = False
+        self._stalled = False  # writers gave up on the queue until this process's next turn
         self._slice_end = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread to close the descriptor: close it here
+            self._queue.close()
+            raise
 
     def acquire(self, deadline: float) -> bool:
-        """Wait until time.monotonic() reaches deadline at most; False if it did."""
+        """True once this process may write: it holds the turn, or (with stall_s) the
+        queue has stalled; False if time.monotonic() reached deadline first."""
         with self._cv:
             if self._held:
                 if time.monotonic() < self._slice_end or self._extend():
                     self._in_use = self._used = True
                     return True
                 self._end_turn()  # slice over and others queue: to the back of the line
+            elif self._stalled:
+                return True
             self._wanted = True
             self._cv.notify_all()
+            give_up = deadline
+            if self._stall is not None:
+                give_up = min(deadline, time.monotonic() + self._stall)
             # The background thread marks the turn in use for this caller when it gets
             # it, so a caller scheduled late still gets at least one write per turn.
-            while not self._in_use:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    self._wanted = False
-                    return False
-                self._cv.wait(left)
+            try:
+                while not self._in_use:
+                    left = give_up - time.monotonic()
+                    if left <= 0 or self._closed:
+                        self._wanted = False
+                        if self._closed or give_up >= deadline:
+                            return False
+                        self._stalled = True  # the thread stays queued
+                        return True
+                    self._cv.wait(left)
+            except BaseException:
+                # Interrupted (a signal handler raised, KeyboardInterrupt): stop asking, or
+                # a turn nobody uses would be taken and kept; end one granted meanwhile.
+                self._wanted = False
+                if self._in_use:
+                    self._in_use = False
+                    if self._held:
+                        self._end_turn()
+                raise
             return True
 
     def release(self, *, hand_over: bool = False) -> None:
         """Give the turn back to the process; it ends when the slice is over, or at once
         with hand_over."""
-        with self._cv:
-            self._in_use = False
+        # Cleared first, outside the lock: should an exception interrupt the rest, the
+        # background thread still ends the turn once its slice is over.
+        self._in_use = False
+        interrupted = _hold(self._mutex)
+        try:
             if self._held and (hand_over or (time.monotonic() >= self._slice_end
                                              and not self._extend())):
                 self._end_turn()
+        finally:
+            self._mutex.release()
+        if interrupted is not None:
+            raise interrupted
 
     def others_waiting(self) -> bool:
         return self._queue.others_waiting()
@@ -256,6 +351,7 @@ class WriteLease:
                 with cv:
                     self._held = True
                     self._used = False
+                    self._stalled = False
                     if self._wanted:  # else the caller gave up meanwhile: pass the turn on
                         self._wanted = False
                         self._in_use = True
@@ -276,6 +372,14 @@ class WriteLease:
                             self._end_turn()
                         else:
                             cv.wait(left if left > 0 else self._slice)
+        except BaseException:
+            # The queue failed (an OSError from the kernel): writers go on under SQLite's
+            # lock alone rather than wait for a turn that will never come.
+            with cv:
+                self._held = False
+                self._stalled = True
+                cv.notify_all()
+            raise
         finally:
             # The descriptor is closed here, never under a thread blocked in wait_turn.
             self._queue.close()
@@ -284,3 +388,10 @@ class WriteLease:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+
+    def abandon_after_fork(self) -> None:
+        """In the child of os.fork(): drop this copy without unlocking anything. The turn
+        belongs to the parent (its locks live on the open file description both share, and
+        closing one descriptor of it releases none), and so does the background thread."""
+        with contextlib.suppress(OSError):
+            os.close(self._queue.fd)
