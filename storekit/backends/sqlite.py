@@ -487,20 +487,28 @@ class SqliteBackend:
     def _acquire_writer(self) -> None:
         """Queue for the write connection (threads, FIFO), then for the file (processes).
 
-        Exception-safe at every wait (a signal handler raising, KeyboardInterrupt): what
-        was taken is given back before the exception leaves.
+        Exception-safe at every point (a signal handler raising, KeyboardInterrupt): what
+        this thread holds is given back, by owner, before the exception leaves, even one
+        that comes just after a lock changed hands. A hold still leaked (an exception at
+        the first instruction of a caller's cleanup) is taken back at this thread's next
+        write: a thread never writes while it holds the writer (transactions reuse it).
         """
+        lock = self._lock
+        if lock.__class__ is FairLock and lock._owner == threading.get_ident():
+            self._release_writer()  # leaked by an exception: roll back, give back
         timeout = self._busy_timeout
         started = time.monotonic()
-        if not self._lock.acquire(timeout=timeout):
-            raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
+        acquired = False
         try:
+            acquired = lock.acquire(timeout=timeout)
+            if not acquired:
+                raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
             lease = self._lease if self._lease_tried else self._open_lease()
             if lease is not None and not lease.acquire(started + timeout):
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
                                 " (held by another process)")
         except BaseException:
-            self._lock.release()
+            self._give_back(acquired)
             raise
         if self._checkpoints is not None and self._checkpoints.tail_pending:
             try:
@@ -508,6 +516,21 @@ class SqliteBackend:
             except BaseException:
                 self._release_writer()
                 raise
+
+    def _give_back(self, acquired: bool) -> None:
+        """After an exception in _acquire_writer: end the turn and free the write lock if
+        this thread holds them (a plain Lock cannot tell: then only if acquire returned)."""
+        lock = self._lock
+        if isinstance(lock, FairLock):
+            if not lock.owned():
+                return
+            try:
+                if self._lease is not None:
+                    self._lease.release(hand_over=True)
+            finally:
+                lock.release()
+        elif acquired:
+            lock.release()
 
     def _open_lease(self) -> WriteLease | None:
         # A turn that has not come within a fifth of the busy timeout (at most STALL_S)

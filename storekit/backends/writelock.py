@@ -58,12 +58,14 @@ import struct
 import threading
 import time
 from collections import deque
+from typing import Any
 
 
 class _Waiter:
-    __slots__ = ("granted", "wake")
+    __slots__ = ("granted", "ident", "wake")
 
     def __init__(self) -> None:
+        self.ident = threading.get_ident()
         self.wake = threading.Lock()
         self.wake.acquire()
         self.granted = False  # set by release() under the mutex: the lock is this waiter's
@@ -77,14 +79,19 @@ class FairLock:
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # an RLock can tell _hold whether it got it
         self._locked = False
+        # The thread the lock is this moment's: an exception can come between the lock
+        # changing hands and the caller learning of it (Python checks for pending signals
+        # after every call), so callers give it back by owner (release_if_owned).
+        self._owner: int | None = None
         self._waiters: deque[_Waiter] = deque()
 
     def acquire(self, timeout: float = -1) -> bool:
         with self._mutex:
             if not self._locked:
                 self._locked = True
+                self._owner = threading.get_ident()
                 return True
             waiter = _Waiter()
             self._waiters.append(waiter)
@@ -119,13 +126,23 @@ class FairLock:
             if self._waiters:
                 waiter = self._waiters.popleft()
                 waiter.granted = True
+                self._owner = waiter.ident
                 waiter.wake.release()
             else:
                 self._locked = False
+                self._owner = None
         finally:
             self._mutex.release()
         if interrupted is not None:
             raise interrupted
+
+    def owned(self) -> bool:
+        """True if the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
+
+    def release_if_owned(self) -> None:
+        if self._owner == threading.get_ident():
+            self.release()
 
     def __enter__(self) -> FairLock:
         self.acquire()
@@ -135,14 +152,17 @@ class FairLock:
         self.release()
 
 
-def _hold(lock: threading.Lock) -> BaseException | None:
-    """Acquire `lock` even if signal handlers raise while it waits (a blocking acquire is
-    interruptible in the main thread); return the first exception, for the caller to raise
-    once its bookkeeping is done, so a release or a withdrawal is never left half-done."""
+def _hold(lock: Any) -> BaseException | None:
+    """Acquire the RLock `lock` even if signal handlers raise while it waits (a blocking
+    acquire is interruptible in the main thread); return the first exception, for the
+    caller to raise once its bookkeeping is done, so a release or a withdrawal is never
+    left half-done. The exception may also come just after the acquire succeeded: then
+    the lock is this thread's already (acquiring again would hold it twice)."""
     interrupted: BaseException | None = None
     while True:
         try:
-            lock.acquire()
+            if interrupted is None or not lock._is_owned():
+                lock.acquire()
             return interrupted
         except BaseException as exc:  # re-raised by the caller
             interrupted = interrupted or exc
@@ -251,7 +271,7 @@ class WriteLease:
         self._queue = TicketQueue(path)
         self._slice = slice_s
         self._stall = stall_s
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # for _hold, as FairLock's
         self._cv = threading.Condition(self._mutex)
         self._wanted = False
         self._held = False
