@@ -3,6 +3,10 @@
 An exception can come between a lock changing hands and the caller learning of it (Python
 runs signal handlers after any call); nothing may stay wedged and no acknowledged write may
 be missing. Timeouts are upper bounds for "must not hang" only.
+
+Not part of the suite: it still fails now and then (a process left holding the write lock
+for good), so it is a probe for the open part of issue 15 item 1, not a test. Run it with
+`.venv/bin/pytest -p no:cacheprovider scripts/lock_storm_probe.py`.
 """
 
 from __future__ import annotations
