@@ -158,17 +158,26 @@ class Transaction:
     ) -> None:
         db = self._db
         db._local.tx = self._outer
-        handle = self._h()
+        handle = self._handle  # not self._h(): no call, so no signal handler, before the try
+        if handle is None:
+            raise StoreError("the transaction is not active; use it inside its with block")
         self._handle = None  # iter() generators check this before touching the connection
-        for name in ("run", "get", "all", "run_many", "exec"):
-            del self.__dict__[name]  # back to the class methods, which refuse once closed
         commit = exc_type is None
-        if self._cursors is not None:
-            self._close_cursors()
-        if self._savepoint is not None:
-            db._backend.release(handle, self._savepoint, commit=commit)
-        else:
-            db._backend.finish(handle, commit=commit)
+        # The transaction ends whatever interrupts the bookkeeping (a signal handler
+        # raising): rolled back then, and the interruption propagates.
+        try:
+            for name in ("run", "get", "all", "run_many", "exec"):
+                self.__dict__.pop(name, None)  # back to the class methods, which refuse
+            if self._cursors is not None:
+                self._close_cursors()
+        except BaseException:
+            commit = False
+            raise
+        finally:
+            if self._savepoint is not None:
+                db._backend.release(handle, self._savepoint, commit=commit)
+            else:
+                db._backend.finish(handle, commit=commit)
         # Never swallow: returning None re-raises the caller's exception after rollback.
 
     def _opened(self, cursor: Any) -> None:
