@@ -1,9 +1,11 @@
-"""Helpers shared by tests that need another process holding a lock."""
+"""Helpers shared by tests: another process holding a lock, a plain WAL file."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 
 def start_holder(script: str, *args: object, ready: str = "holding") -> subprocess.Popen[str]:
@@ -18,3 +20,12 @@ def start_holder(script: str, *args: object, ready: str = "holding") -> subproce
         proc.communicate()
         raise AssertionError(f"holder process printed {line!r}, expected {ready!r}")
     return proc
+
+
+def wal_file(path: Path) -> Path:
+    """A WAL-mode SQLite file holding an empty table t (x INTEGER), made with plain sqlite3."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.close()
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import pytest
 
 import storekit
 from storekit.backends.writelock import FairLock, TicketQueue, WriteLease
-from tests.helpers import start_holder
+from tests.helpers import start_holder, wal_file
 
 
 def test_threads_get_the_lock_in_arrival_order() -> None:
@@ -68,12 +67,7 @@ def _holder(path: Path, seconds: float, script: str = HOLD) -> subprocess.Popen[
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "fair.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (x INTEGER)")
-    conn.close()
-    return path
+    return wal_file(tmp_path / "fair.db")
 
 
 def test_sidecar_turn_is_shared_by_processes(db_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 import storekit
 from storekit.pytest_plugin import isolated_schema
-from tests.helpers import start_holder
+from tests.helpers import start_holder, wal_file
 
 HOLD_TX = """
 import sys, time, storekit
@@ -55,12 +55,7 @@ class Interrupt(Exception):
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "safety.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (x INTEGER)")
-    conn.close()
-    return path
+    return wal_file(tmp_path / "safety.db")
 
 
 @pytest.fixture
