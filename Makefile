@@ -30,9 +30,14 @@ bench: postgres
 microbench: postgres
 	$(PY) -m bench.micro
 
+# LAB_ARGS passes options through, e.g. make lab LAB_ARGS="--no-browser --port 8899".
+# Jupyter refuses root without --allow-root; root is a supported way to run the kit.
+LAB_ARGS ?=
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[postgres,bench,dev,lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
