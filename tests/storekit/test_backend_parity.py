@@ -1,5 +1,6 @@
-"""Each row of README's "Known differences between the backends" table, asserted on both
-backends (so the table cannot drift), and the behaviours storekit makes the same."""
+"""Each row of the "Known differences between the backends" table in docs/differences.md,
+asserted on both backends (so the table cannot drift), and the behaviours storekit makes
+the same."""
 
 from __future__ import annotations
 
