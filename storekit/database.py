@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 # Imported on first use, so psycopg is loaded only when a PostgreSQL URL is opened.
 BACKENDS = {
-    "sqlite": "storekit.backends.sqlite:SqliteBackend",
-    "postgres": "storekit.backends.postgres:PostgresBackend",
+    "sqlite": "storekit.backends.sqlite.backend:SqliteBackend",
+    "postgres": "storekit.backends.postgres.backend:PostgresBackend",
 }
 
 

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from storekit.backends import checkpoint, sqlite_open
+from storekit.backends.sqlite import checkpoint, opening
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
-from storekit.backends.checkpoint import Checkpointer
-from storekit.backends.sqlite_types import Converters, convert, probe
-from storekit.backends.writelock import STALL_S, FairLock, WriteLease
+from storekit.backends.sqlite.checkpoint import Checkpointer
+from storekit.backends.sqlite.converters import Converters, convert, probe
+from storekit.backends.sqlite.writelock import STALL_S, FairLock, WriteLease
 from storekit.errors import (
     BAD_INPUT,
     BusyError,
@@ -295,11 +295,11 @@ class SqliteBackend:
         self.path = url.database
         self.where = "in-memory database" if self.memory else f"file {self.path}"
         if not self.memory:
-            self._check_path(Path(self.path), create=sqlite_open.creates_file(url))
+            self._check_path(Path(self.path), create=opening.creates_file(url))
         self._lock: Any = self._new_lock()
         self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
-        self._target = sqlite_open.target(url)
+        self._target = opening.target(url)
         self.read_only = self._target.read_only  # why writes fail, set while connecting
         writer = self._open_writer()
         if self.read_only:
@@ -393,13 +393,13 @@ class SqliteBackend:
         try:
             conn = self._connect()
         except DatabaseUnavailable:
-            fallback = sqlite_open.immutable_fallback(self.url)
+            fallback = opening.immutable_fallback(self.url)
             if fallback is None:
                 raise
             self._target, self.read_only = fallback, fallback.read_only
             return self._connect()
         if not self.read_only and not self.memory and not os.access(self.path, os.W_OK):
-            self.read_only = sqlite_open.NOT_WRITABLE  # already in the wanted journal mode
+            self.read_only = opening.NOT_WRITABLE  # already in the wanted journal mode
         return conn
 
     def _check_path(self, path: Path, *, create: bool) -> None:
@@ -449,7 +449,7 @@ class SqliteBackend:
             # SQLITE_READONLY_CANTINIT / _DIRECTORY: no -shm can be made for a WAL file.
             cannot_init = getattr(exc, "sqlite_errorcode", 0) in (1288, 1544)
             if isinstance(err, DatabaseUnavailable) or cannot_init or "not a database" in str(exc):
-                hint = sqlite_open.cannot_open_hint(self.url)
+                hint = opening.cannot_open_hint(self.url)
                 raise DatabaseUnavailable(
                     f"cannot open SQLite {self.where}: {exc}{hint}") from exc
             raise err from exc
@@ -476,7 +476,7 @@ class SqliteBackend:
                     if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 8:  # SQLITE_READONLY
                         raise
                     # A read-only file or folder: open for reading, keep the file's mode.
-                    self.read_only = sqlite_open.NOT_WRITABLE
+                    self.read_only = opening.NOT_WRITABLE
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
