@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     ) from exc
 
 from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
+from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
@@ -48,7 +49,6 @@ from storekit.errors import (
     from_psycopg,
 )
 from storekit.params import Params, check_params, check_sql_text, translate
-from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
 
@@ -410,7 +410,7 @@ class PostgresBackend:
 
     def _register_scope_key(self, conn: psycopg.Connection[Row]) -> None:
         """Before anyone borrows a new connection: store this Database's scope key for its
-        backend in every schema where enable_row_security installed one (storekit/rls.py)."""
+        backend in every schema where enable_row_security installed one (rowsecurity.py)."""
         schemas = [r["s"] for r in conn.execute(_SCOPE_SCHEMAS).fetchall()]
         if schemas:
             calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from storekit.backends.sqlite import checkpoint, opening
 from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
+from storekit.backends.sqlite import checkpoint, opening
 from storekit.backends.sqlite.checkpoint import Checkpointer
 from storekit.backends.sqlite.converters import Converters, convert, probe
 from storekit.backends.sqlite.writelock import STALL_S, FairLock, WriteLease
@@ -647,9 +647,9 @@ class SqliteBackend:
         # Every isolation level is met as it is: writers run one at a time and a
         # read-only transaction reads one snapshot (see Database.transaction).
         if team_id is not None:
-            from storekit.rls import sqlite_scope_error
+            from storekit.backends.sqlite.dialect import scope_error
 
-            raise sqlite_scope_error()
+            raise scope_error()
         if readonly and not self.memory:
             handle = self._reader()
             # query_only makes a write inside a read-only transaction fail, as on Postgres.
