@@ -8,7 +8,6 @@ backend's handle and is cached per SQL string.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import random
@@ -525,19 +524,8 @@ def create_database(
     level = isolation_level(isolation) or "serializable"
     parsed = resolve_url(url)
     backend_cls = _load_backend(parsed.backend)
-    if parsed.backend == "sqlite":
-        if pool is not None:
-            raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
-        if busy_timeout_ms is not None:
-            sqlite = dataclasses.replace(sqlite or SqliteOptions(),
-                                         busy_timeout_ms=busy_timeout_ms)
-        backend = backend_cls(parsed, sqlite)
-    else:
-        if sqlite is not None:
-            raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
-        if busy_timeout_ms is not None:
-            pool = dataclasses.replace(pool or PoolOptions(), busy_timeout_ms=busy_timeout_ms)
-        backend = backend_cls(parsed, pool)
+    backend = backend_cls.from_options(parsed, pool=pool, sqlite=sqlite,
+                                       busy_timeout_ms=busy_timeout_ms)
     return Database(parsed, backend, level)
 
 

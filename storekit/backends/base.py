@@ -168,7 +168,7 @@ class Backend(Protocol):
 
 
 class Dialect(Hashable, Protocol):
-    """What one backend's SQL looks like: every `if backend ==` of the feature modules.
+    """What one backend's SQL looks like: every backend branch the feature modules had.
 
     Methods return SQL (pure functions of their arguments), or are sans-IO readers
     (storekit.sansio) where the answer depends on the catalog, so a sync and an async

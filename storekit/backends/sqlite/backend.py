@@ -10,6 +10,7 @@ front instead of failing with "database is locked" when it upgrades.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
+from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult, SqliteOptions
 from storekit.backends.sqlite import checkpoint, opening
 from storekit.backends.sqlite.checkpoint import Checkpointer
 from storekit.backends.sqlite.converters import Converters, convert, probe
@@ -29,6 +30,7 @@ from storekit.backends.sqlite.writelock import STALL_S, FairLock, WriteLease
 from storekit.errors import (
     BAD_INPUT,
     BusyError,
+    ConfigurationError,
     DatabaseUnavailable,
     ProgrammingError,
     StoreError,
@@ -287,6 +289,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 class SqliteBackend:
     name = "sqlite"
+
+    @classmethod
+    def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
+                     sqlite: SqliteOptions | None, busy_timeout_ms: int | None
+                     ) -> SqliteBackend:
+        """create_database's options: pool= is PostgreSQL's, refused here."""
+        if pool is not None:
+            raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
+        if busy_timeout_ms is not None:
+            sqlite = dataclasses.replace(sqlite or SqliteOptions(),
+                                         busy_timeout_ms=busy_timeout_ms)
+        return cls(url, sqlite)
 
     def __init__(self, url: DatabaseURL, options: SqliteOptions | None = None) -> None:
         self.url = url
