@@ -9,7 +9,7 @@ from typing import Any
 
 import storekit
 from storekit.schema_names import quote_ident
-from storekit.url import DatabaseURL
+from storekit.testing import schema_url
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,7 @@ class Provisioner:
             raise storekit.DatabaseUnavailable(f"config {config.name} needs PostgreSQL")
         self._admin_exec(f"CREATE SCHEMA {quote_ident(tag)}")
         self._schemas.append(tag)
-        base = DatabaseURL.parse(self.postgres_url)
-        options = [f"-csearch_path={tag}"] + [f"-c{k}={v}" for k, v in config.pg_session.items()]
-        query = dict(base.query) | {"options": " ".join(options)}
-        return base.replace(query=tuple(query.items())).render(mask=False)
+        return schema_url(self.postgres_url, tag, config.pg_session)
 
     def _admin_exec(self, sql: str) -> None:
         """Run on the admin connection, once more if a server restart broke the pooled one."""

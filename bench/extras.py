@@ -23,8 +23,7 @@ from typing import Any
 import storekit
 from bench import metrics
 from bench.environment import describe
-from storekit.pytest_plugin import isolated_schema
-from storekit.testing import postgres_server
+from storekit.testing import isolated_schema, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,6 @@ backend's handle and is cached per SQL string.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import random
@@ -39,14 +38,14 @@ from storekit.params import Params
 from storekit.url import DatabaseURL, resolve_url
 
 if TYPE_CHECKING:
-    from storekit.dialect import Dialect
+    from storekit.backends.base import Dialect
     from storekit.notify import Subscription
     from storekit.schema import Column, Table
 
 # Imported on first use, so psycopg is loaded only when a PostgreSQL URL is opened.
 BACKENDS = {
-    "sqlite": "storekit.backends.sqlite:SqliteBackend",
-    "postgres": "storekit.backends.postgres:PostgresBackend",
+    "sqlite": "storekit.backends.sqlite.backend:SqliteBackend",
+    "postgres": "storekit.backends.postgres.backend:PostgresBackend",
 }
 
 
@@ -205,6 +204,18 @@ class Transaction:
         return self._team_id
 
     @property
+    def database(self) -> Database:
+        return self._db
+
+    @property
+    def connection(self) -> Any:
+        """The driver's connection this transaction runs on (a sqlite3.Connection or a
+        psycopg.Connection), for what storekit does not wrap, such as COPY. The caller's
+        responsibility: use it only inside the transaction, and leave it as found (no
+        COMMIT, ROLLBACK, SET or LISTEN); storekit's errors and guarantees do not cover it."""
+        return self._h().conn  # type: ignore[attr-defined]
+
+    @property
     def isolation(self) -> str | None:
         """The level this transaction runs at (known once it has begun)."""
         return self._isolation
@@ -240,8 +251,6 @@ class Database:
         self._local = _Local()
         self._savepoints = 0
         self._dialect: Dialect | None = None
-        self._search_columns: dict[str, tuple[str, str]] = {}
-        self._events_ready = False
 
     # Identity and settings.
     @property
@@ -250,7 +259,19 @@ class Database:
 
     @property
     def url(self) -> str:
+        """The URL with its password masked (safe to print or log)."""
         return str(self._url)
+
+    def reveal_url(self) -> DatabaseURL:
+        """The URL as given, password and secret options included, for the caller who
+        owns it (to open another Database, or a raw driver connection). Never log it;
+        `url` and repr() mask the secrets. `reveal_url().render(mask=False)` is the text."""
+        return self._url
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside a transaction of this Database."""
+        return self._local.tx is not None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -266,10 +287,12 @@ class Database:
 
     @property
     def dialect(self) -> Dialect:
+        """This backend's SQL (backends.base.Dialect): portable fragments such as json_get,
+        upsert and for_update for user queries, and what the feature modules ask for."""
         if self._dialect is None:
-            from storekit.dialect import Dialect
+            from storekit.dialect import dialect_for
 
-            self._dialect = Dialect(self.backend)
+            self._dialect = dialect_for(self.backend)
         return self._dialect
 
     def __repr__(self) -> str:
@@ -389,7 +412,7 @@ class Database:
     def schema_sql(self, table: Table) -> str:
         from storekit.schema import schema_sql
 
-        return schema_sql(self.backend, table)
+        return schema_sql(self.dialect, table)
 
     @_checked
     def tables(self) -> list[str]:
@@ -501,19 +524,8 @@ def create_database(
     level = isolation_level(isolation) or "serializable"
     parsed = resolve_url(url)
     backend_cls = _load_backend(parsed.backend)
-    if parsed.backend == "sqlite":
-        if pool is not None:
-            raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
-        if busy_timeout_ms is not None:
-            sqlite = dataclasses.replace(sqlite or SqliteOptions(),
-                                         busy_timeout_ms=busy_timeout_ms)
-        backend = backend_cls(parsed, sqlite)
-    else:
-        if sqlite is not None:
-            raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
-        if busy_timeout_ms is not None:
-            pool = dataclasses.replace(pool or PoolOptions(), busy_timeout_ms=busy_timeout_ms)
-        backend = backend_cls(parsed, pool)
+    backend = backend_cls.from_options(parsed, pool=pool, sqlite=sqlite,
+                                       busy_timeout_ms=busy_timeout_ms)
     return Database(parsed, backend, level)
 
 

@@ -1,24 +1,28 @@
 """Read an existing database's schema, whoever created it, into one neutral model.
 
-SQLite: PRAGMA table_list, table_info, foreign_key_list, index_list and index_info, plus
-sqlite_master for views and triggers. PostgreSQL: information_schema and pg_catalog for the
-current schema. The model records each column's declared type and the portable kind the
-migration maps it through.
+The model is also what the DDL generator (`schema.table_ddl`) writes from, so a table read
+from one backend is created on the other by the same code that creates a `schema.Table`.
+Each backend's dialect reads its catalog (`read_schema`, a sans-IO reader): SQLite's
+PRAGMA table_list, table_info, foreign_key_list and index_list; PostgreSQL's
+information_schema and pg_catalog for the current schema.
+
+Portable kinds, how a value is declared, moved and compared (KINDS): integer (64-bit on
+both), real, numeric, text, boolean, json, timestamp (no time zone), timestamptz, date,
+blob; an identity column is an integer with `identity` set.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from storekit.search import fts_table
+from storekit.sansio import run_reader
 
 if TYPE_CHECKING:
     from storekit.database import Database
 
-# Portable kinds, how a value is moved and compared: integer, real, numeric, text,
-# boolean, json, timestamp, timestamptz, date, blob.
+KINDS = ("integer", "real", "numeric", "text", "boolean", "json", "timestamp", "timestamptz",
+         "date", "blob")
 
 
 @dataclass
@@ -27,16 +31,19 @@ class ColumnInfo:
     declared: str
     kind: str
     notnull: bool = False
-    default: str | None = None
+    default: str | None = None  # as the catalog shows it; DDL writes `ddl_default`
     identity: bool = False  # INTEGER PRIMARY KEY on SQLite, an identity/serial on Postgres
+    ddl_default: str | None = None  # an SQL expression, for tables storekit defines
+    checks: list[str] = field(default_factory=list)  # SQL conditions, ditto
 
 
 @dataclass
 class ForeignKey:
     columns: list[str]
     table: str
-    ref_columns: list[str]
+    ref_columns: list[str]  # empty: the referenced table's primary key
     on_delete: str | None = None
+    deferred: bool = False  # DEFERRABLE INITIALLY DEFERRED (a copy loads in any row order)
 
 
 @dataclass
@@ -67,190 +74,9 @@ class SchemaInfo:
     unsupported: list[str] = field(default_factory=list)  # "table.column: type"
 
 
-def sqlite_kind(declared: str) -> str:
-    """SQLite's declared type to a portable kind, following its affinity rules, with the
-    common names for JSON, booleans and times recognised first."""
-    d = declared.upper()
-    first = re.split(r"[\s(]", d, maxsplit=1)[0] if d else ""
-    if first in ("JSON", "JSONB"):
-        return "json"
-    if first.startswith("BOOL"):
-        return "boolean"
-    if first in ("TIMESTAMPTZ",) or "WITH TIME ZONE" in d:
-        return "timestamptz"
-    if first in ("TIMESTAMP", "DATETIME"):
-        return "timestamp"
-    if first == "DATE":
-        return "date"
-    if "INT" in d:
-        return "integer"
-    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
-        return "text"
-    if "BLOB" in d or not d:
-        return "blob" if "BLOB" in d else "text"
-    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
-        return "real"
-    return "numeric"
-
-
-_PG_KINDS = {
-    "smallint": "integer", "integer": "integer", "bigint": "integer", "real": "real",
-    "double precision": "real", "numeric": "numeric", "text": "text",
-    "character varying": "text", "character": "text", "boolean": "boolean", "jsonb": "json",
-    "json": "json", "timestamp without time zone": "timestamp",
-    "timestamp with time zone": "timestamptz", "date": "date", "bytea": "blob",
-    "uuid": "text",
-}
-
-
-def read_sqlite(db: Database) -> SchemaInfo:
-    info = SchemaInfo([])
-    master = db.all("SELECT type, name, tbl_name, sql FROM sqlite_master")
-    fts = {r["name"] for r in master if r["type"] == "table"
-           and (r["sql"] or "").upper().startswith("CREATE VIRTUAL TABLE")}
-    shadow = {r["name"] for r in db.all(
-        "SELECT name FROM pragma_table_list WHERE type IN ('shadow', 'virtual')")}
-    for r in master:
-        if r["type"] == "view":
-            info.skipped.append(f"view {r['name']}")
-        elif r["type"] == "trigger" and not r["name"].endswith(("_fts_ai", "_fts_ad", "_fts_au")):
-            info.skipped.append(f"trigger {r['name']}")
-    names = [r["name"] for r in db.all(
-        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table'"
-        " AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")
-        if r["name"] not in shadow | fts and not r["name"].startswith("_storekit")]
-    for name in names:
-        cols = db.all("SELECT * FROM pragma_table_info(?) ORDER BY cid", (name,))
-        pk = [c["name"] for c in sorted((c for c in cols if c["pk"]), key=lambda c: c["pk"])]
-        columns = []
-        for c in cols:
-            kind = sqlite_kind(c["type"] or "")
-            identity = pk == [c["name"]] and (c["type"] or "").upper() == "INTEGER"
-            columns.append(ColumnInfo(c["name"], c["type"] or "", kind, bool(c["notnull"]),
-                                      c["dflt_value"], identity))
-        table = TableInfo(name, columns, pk)
-        for group in _group(db.all("SELECT * FROM pragma_foreign_key_list(?)", (name,)),
-                            "id").values():
-            group.sort(key=lambda r: r["seq"])
-            ref_cols = [g["to"] for g in group]
-            if any(c is None for c in ref_cols):  # REFERENCES t without columns: its key
-                ref_cols = [c["name"] for c in db.all(
-                    "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk",
-                    (group[0]["table"],))]
-            on_delete = group[0]["on_delete"]
-            table.foreign_keys.append(ForeignKey(
-                [g["from"] for g in group], group[0]["table"], ref_cols,
-                None if on_delete == "NO ACTION" else on_delete))
-        for idx in db.all("SELECT * FROM pragma_index_list(?)", (name,)):
-            idx_cols = [r["name"] for r in db.all(
-                "SELECT name FROM pragma_index_info(?) ORDER BY seqno", (idx["name"],))]
-            if idx["origin"] == "pk" or any(c is None for c in idx_cols):
-                continue  # the primary key, or an expression index (reported below)
-            if idx["origin"] == "u":
-                table.uniques.append(idx_cols)
-            else:
-                table.indexes.append(IndexInfo(idx["name"], idx_cols, bool(idx["unique"])))
-        fts_name = fts_table(name)
-        if fts_name in fts:
-            table.search_columns = [c["name"] for c in db.all(
-                "SELECT name FROM pragma_table_info(?)", (fts_name,))]
-        info.tables.append(table)
-    return info
-
-
-def read_postgres(db: Database) -> SchemaInfo:
-    info = SchemaInfo([])
-    for r in db.all("SELECT table_name FROM information_schema.views"
-                    " WHERE table_schema = current_schema()"):
-        info.skipped.append(f"view {r['table_name']}")
-    for r in db.all("SELECT DISTINCT trigger_name FROM information_schema.triggers"
-                    " WHERE trigger_schema = current_schema()"):
-        info.skipped.append(f"trigger {r['trigger_name']}")
-    names = [r["table_name"] for r in db.all(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-        " AND table_type = 'BASE TABLE' ORDER BY table_name")
-        if not r["table_name"].startswith("_storekit")]
-    for name in names:
-        cols = db.all(
-            "SELECT column_name, data_type, is_nullable, column_default, is_identity,"
-            " is_generated FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
-            (name,))
-        columns = []
-        search: list[str] = []
-        for c in cols:
-            if c["is_generated"] == "ALWAYS":
-                if c["column_name"] == "_search":
-                    search = _search_sources(db, name)
-                continue
-            kind = _PG_KINDS.get(c["data_type"])
-            if kind is None:
-                info.unsupported.append(f"{name}.{c['column_name']}: {c['data_type']}")
-                kind = "text"
-            default = c["column_default"]
-            identity = c["is_identity"] == "YES" or (default or "").startswith("nextval(")
-            columns.append(ColumnInfo(c["column_name"], c["data_type"], kind,
-                                      c["is_nullable"] == "NO",
-                                      None if identity else default, identity))
-        cons = db.all(
-            "SELECT con.conname, con.contype, con.confdeltype,"
-            " (SELECT array_to_json(array_agg(a.attname ORDER BY k.ord)) FROM unnest(con.conkey)"
-            "   WITH ORDINALITY k(att, ord) JOIN pg_attribute a"
-            "   ON a.attrelid = con.conrelid AND a.attnum = k.att) AS cols,"
-            " (SELECT array_to_json(array_agg(a.attname ORDER BY k.ord)) FROM unnest(con.confkey)"
-            "   WITH ORDINALITY k(att, ord) JOIN pg_attribute a"
-            "   ON a.attrelid = con.confrelid AND a.attnum = k.att) AS refcols,"
-            " con.confrelid::regclass::text AS reftable"
-            " FROM pg_constraint con WHERE con.conrelid = to_regclass(?)"
-            " ORDER BY con.conname", (f'"{name}"',))
-        pk: list[str] = []
-        table = TableInfo(name, columns, pk)
-        actions = {"c": "CASCADE", "n": "SET NULL", "r": "RESTRICT", "d": "SET DEFAULT"}
-        for con in cons:
-            if con["contype"] == "p":
-                pk.extend(con["cols"])
-            elif con["contype"] == "u":
-                table.uniques.append(con["cols"])
-            elif con["contype"] == "f":
-                table.foreign_keys.append(ForeignKey(con["cols"], con["reftable"].strip('"'),
-                                                     con["refcols"],
-                                                     actions.get(con["confdeltype"])))
-        for idx in db.all(
-            "SELECT i.relname AS name, ix.indisunique AS uniq,"
-            " (SELECT array_to_json(array_agg(a.attname ORDER BY k.ord)) FROM unnest(ix.indkey)"
-            "   WITH ORDINALITY k(att, ord) LEFT JOIN pg_attribute a"
-            "   ON a.attrelid = ix.indrelid AND a.attnum = k.att) AS cols"
-            " FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid"
-            " WHERE ix.indrelid = to_regclass(?) AND NOT ix.indisprimary"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)",
-            (f'"{name}"',),
-        ):
-            cols_ = idx["cols"] or []
-            if cols_ and all(cols_) and "_search" not in cols_:
-                table.indexes.append(IndexInfo(idx["name"], cols_, idx["uniq"]))
-        table.search_columns = search
-        info.tables.append(table)
-    return info
-
-
-def _search_sources(db: Database, table: str) -> list[str]:
-    row = db.get(
-        "SELECT pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d"
-        " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
-        " WHERE d.adrelid = to_regclass(?) AND a.attname = '_search'", (f'"{table}"',))
-    expr = row["expr"] if row else ""
-    return re.findall(r'COALESCE\("?([A-Za-z_][A-Za-z0-9_]*)"?', expr, flags=re.I)
-
-
-def _group(rows: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
-    out: dict[Any, list[dict[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(r[key], []).append(r)
-    return out
-
-
-def read_schema(db: Database) -> SchemaInfo:
-    return read_sqlite(db) if db.backend == "sqlite" else read_postgres(db)
+def read_schema(db: Database, names: list[str] | None = None) -> SchemaInfo:
+    """Every user table (or those named) with views and triggers listed as skipped."""
+    return run_reader(db, db.dialect.read_schema(names))
 
 
 def fk_order(tables: list[TableInfo]) -> list[TableInfo]:

@@ -1,17 +1,9 @@
 """Copy a database between SQLite and PostgreSQL, then prove the copy row by row.
 
-Type mapping (portable kind: SQLite declared type -> PostgreSQL type, and back):
-    integer     INTEGER (INTEGER PRIMARY KEY = identity)  <-> bigint (identity)
-    real        REAL, FLOAT, DOUBLE                        <-> double precision
-    numeric     NUMERIC, DECIMAL                           <-> numeric
-    text        TEXT, VARCHAR, CHAR, untyped               <-> text (uuid -> text)
-    boolean     BOOLEAN (0/1)                              <-> boolean
-    json        JSON (text)                                <-> jsonb
-    timestamp   TIMESTAMP, DATETIME (ISO-8601 text)        <-> timestamp
-    timestamptz TIMESTAMPTZ (ISO-8601 text)                <-> timestamptz
-    date        DATE                                       <-> date
-    blob        BLOB                                       <-> bytea
-Any other PostgreSQL type is reported before any data moves when the target is SQLite.
+Columns move by portable kind (storekit.introspect.KINDS): each backend's dialect reads
+its native type as a kind and declares a kind as its native type (its `types`); integer is
+64-bit on both (INTEGER <-> bigint), an INTEGER PRIMARY KEY <-> an identity column. Any
+PostgreSQL type without a kind is reported before any data moves when the target is SQLite.
 
 The whole copy, tables included, runs in one target transaction: a failure leaves the
 target as it was. Verification compares, per table, the row count and an
@@ -20,12 +12,11 @@ order-independent checksum (the sum of per-row hashes of each row's canonical fo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
-import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,16 +25,11 @@ from typing import Any
 from storekit.database import Database, create_database
 from storekit.errors import ConfigurationError, StoreError
 from storekit.introspect import SchemaInfo, TableInfo, fk_order, read_schema
+from storekit.sansio import run_script
+from storekit.schema import index_ddl, table_ddl
 from storekit.schema_names import quote_ident
 
 CONFLICTS = ("error", "replace", "ignore")
-_PG_TYPES = {"integer": "bigint", "real": "double precision", "numeric": "numeric",
-             "text": "text", "boolean": "boolean", "json": "jsonb",
-             "timestamp": "timestamp", "timestamptz": "timestamptz", "date": "date",
-             "blob": "bytea"}
-_SQLITE_TYPES = {"integer": "INTEGER", "real": "REAL", "numeric": "NUMERIC", "text": "TEXT",
-                 "boolean": "BOOLEAN", "json": "JSON TEXT", "timestamp": "TIMESTAMP",
-                 "timestamptz": "TIMESTAMPTZ TEXT", "date": "DATE", "blob": "BLOB"}
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows total)
 
 
@@ -119,53 +105,17 @@ def row_hash(kinds: Sequence[str], row: Sequence[Any]) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-# Values on their way into each backend.
-def _to_sqlite(kind: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if kind == "json":
-        return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-    if kind == "boolean":
-        return int(bool(v))
-    if kind in ("timestamp", "timestamptz", "date"):
-        if isinstance(v, dt.datetime) and v.tzinfo:
-            v = v.astimezone(dt.timezone.utc)
-        return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
-    if kind == "numeric" and isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, memoryview):
-        return bytes(v)
-    return v
-
-
-def _to_postgres(kind: str, v: Any) -> Any:
-    if v is None:
-        return None
-    if kind == "boolean":
-        return bool(v) if not isinstance(v, str) else v.lower() in ("1", "t", "true")
-    if kind == "json" and isinstance(v, str):
-        from psycopg.types.json import Jsonb
-
-        return Jsonb(v, dumps=lambda text: text)  # sent as stored; the server validates it
-    return v
-
-
 class _Reader:
     """Rows of a table from the source, in key order, as the backend stores them."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.raw: sqlite3.Connection | None = None
-        if db.backend == "sqlite":
-            # A plain connection without declared-type converters: a broken JSON value must
-            # reach the target (and be reported there), not fail while being read.
-            path = urllib.parse.quote(db._url.database)
-            self.raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.raw = db.dialect.raw_reader(db)  # SQLite: without declared-type converters
 
     def rows(self, table: TableInfo, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
         cols = ", ".join(quote_ident(c.name) for c in table.columns)
         order = ", ".join(quote_ident(c) for c in table.primary_key) or (
-            "rowid" if self.db.backend == "sqlite" else cols)
+            self.db.dialect.row_order or cols)
         sql = f"SELECT {cols} FROM {quote_ident(table.name)} ORDER BY {order}"
         if self.raw is not None:
             cur = self.raw.execute(sql)
@@ -198,118 +148,33 @@ def _open(db: Database | str) -> tuple[Database, bool]:
     return (db, False) if isinstance(db, Database) else (create_database(db), True)
 
 
-def table_ddl(backend: str, t: TableInfo) -> str:
-    parts = []
-    for c in t.columns:
-        if backend == "postgres":
-            col = f"{quote_ident(c.name)} {_PG_TYPES[c.kind]}"
-            if c.identity:
-                col += " GENERATED BY DEFAULT AS IDENTITY"
-        else:
-            col = f"{quote_ident(c.name)} {_SQLITE_TYPES[c.kind]}"
-            if c.identity:
-                col = f"{quote_ident(c.name)} INTEGER"
-        if c.notnull and not c.identity:
-            col += " NOT NULL"
-        parts.append(col)
-    if t.primary_key:
-        parts.append(f"PRIMARY KEY ({', '.join(quote_ident(c) for c in t.primary_key)})")
-    parts += [f"UNIQUE ({', '.join(quote_ident(c) for c in u)})" for u in t.uniques]
-    for fk in t.foreign_keys:
-        ref = (f"FOREIGN KEY ({', '.join(quote_ident(c) for c in fk.columns)}) REFERENCES "
-               f"{quote_ident(fk.table)} ({', '.join(quote_ident(c) for c in fk.ref_columns)})")
-        if fk.on_delete:
-            ref += f" ON DELETE {fk.on_delete}"
-        # Deferred to commit, so self-references and cycles load in any row order.
-        ref += " DEFERRABLE INITIALLY DEFERRED"
-        parts.append(ref)
-    body = ",\n  ".join(parts)
-    return f"CREATE TABLE IF NOT EXISTS {quote_ident(t.name)} (\n  {body}\n)"
+def _copy_of(t: TableInfo) -> TableInfo:
+    """The table as the copy creates it: no defaults or checks (rows are moved as they
+    are), foreign keys deferred to commit so self-references and cycles load in any order."""
+    fks = [dataclasses.replace(fk, deferred=True) for fk in t.foreign_keys]
+    return dataclasses.replace(t, foreign_keys=fks)
 
 
 def _index_ddl(t: TableInfo) -> list[str]:
-    return [f"CREATE {'UNIQUE ' if i.unique else ''}INDEX IF NOT EXISTS {quote_ident(i.name)}"
-            f" ON {quote_ident(t.name)} ({', '.join(quote_ident(c) for c in i.columns)})"
+    return [index_ddl(t.name, i.name, [quote_ident(c) for c in i.columns], unique=i.unique)
             for i in t.indexes]
 
 
-def _conflict_clause(t: TableInfo, on_conflict: str) -> str:
+def _conflict_clause(db: Database, t: TableInfo, on_conflict: str) -> str:
     if on_conflict == "error":
         return ""
     key = t.primary_key or (t.uniques[0] if t.uniques else [])
     if not key:
         raise ConfigurationError(f"table {t.name} has no primary key or unique constraint; "
                                  f"on_conflict={on_conflict!r} needs one")
-    target = ", ".join(quote_ident(c) for c in key)
     updates = [c.name for c in t.columns if c.name not in key]
-    if on_conflict == "ignore" or not updates:
-        return f" ON CONFLICT ({target}) DO NOTHING"
-    sets = ", ".join(f"{quote_ident(c)} = excluded.{quote_ident(c)}" for c in updates)
-    return f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+    return db.dialect.conflict_clause(key, [] if on_conflict == "ignore" else updates)
 
 
 def _key_of(t: TableInfo, row: Sequence[Any]) -> Any:
     names = [c.name for c in t.columns]
     key = [row[names.index(k)] for k in t.primary_key] if t.primary_key else list(row)
     return key[0] if len(key) == 1 else tuple(key)
-
-
-def _copy_postgres(tx: Any, t: TableInfo, batch: list[tuple[Any, ...]], on_conflict: str) -> None:
-    import psycopg
-
-    conn = tx._handle.conn
-    kinds = [c.kind for c in t.columns]
-    cols = ", ".join(quote_ident(c.name) for c in t.columns)
-    target = quote_ident(t.name) if on_conflict == "error" else "_storekit_stage"
-    try:
-        with conn.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
-            for row in batch:
-                copy.write_row([_to_postgres(k, v) for k, v in zip(kinds, row, strict=True)])
-    except psycopg.Error as exc:
-        raise _row_error(t, batch, exc) from exc
-    if on_conflict != "error":
-        tx.exec(f"INSERT INTO {quote_ident(t.name)} ({cols}) SELECT {cols} FROM _storekit_stage"
-                f"{_conflict_clause(t, on_conflict)}; TRUNCATE _storekit_stage")
-
-
-def _row_error(t: TableInfo, batch: list[tuple[Any, ...]], exc: Any) -> StoreError:
-    """Name the table and the row from PostgreSQL's "COPY t, line N" context."""
-    import re
-
-    from storekit.errors import from_psycopg
-
-    diag = getattr(exc, "diag", None)
-    context = getattr(diag, "context", None) or ""
-    detail = getattr(diag, "message_detail", None) or ""
-    where = f"table {t.name}"
-    match = re.search(r"COPY [^,]+, line (\d+)", context)
-    if match and 0 < int(match.group(1)) <= len(batch):
-        where += f", row with key {_key_of(t, batch[int(match.group(1)) - 1])!r}"
-    err = from_psycopg(exc)
-    return type(err)(f"{where}: {getattr(diag, 'message_primary', None) or exc}"
-                     + (f" ({detail})" if detail else ""))
-
-
-def _copy_sqlite(tx: Any, t: TableInfo, batch: list[tuple[Any, ...]], on_conflict: str) -> None:
-    kinds = [c.kind for c in t.columns]
-    cols = ", ".join(quote_ident(c.name) for c in t.columns)
-    marks = ", ".join("?" for _ in t.columns)
-    sql = (f"INSERT INTO {quote_ident(t.name)} ({cols}) VALUES ({marks})"
-           f"{_conflict_clause(t, on_conflict)}")
-    rows = [tuple(_to_sqlite(k, v) for k, v in zip(kinds, row, strict=True)) for row in batch]
-    try:
-        tx.run_many(sql, rows)
-    except StoreError as exc:
-        # Find the first offending row: one insert at a time under a savepoint.
-        for original, row in zip(batch, rows, strict=True):
-            try:
-                with tx._db.transaction() as sub:
-                    sub.run(sql, row)
-            except StoreError as row_exc:
-                raise type(row_exc)(
-                    f"table {t.name}, row with key {_key_of(t, original)!r}: {row_exc}"
-                ) from exc
-        raise
 
 
 def _checksum(rows: Iterable[list[tuple[Any, ...]]], kinds: Sequence[str]) -> tuple[int, str]:
@@ -362,7 +227,7 @@ def migrate(
         schema = read_schema(src)
         chosen = _select(schema, tables)
         report.not_migrated = schema.skipped
-        if dst.backend == "sqlite" and schema.unsupported:
+        if not dst.dialect.takes_unsupported and schema.unsupported:
             raise ConfigurationError("no SQLite equivalent for: " + "; ".join(schema.unsupported))
         reader = _Reader(src)
         report.tables = [TableReport(t.name, source_rows=reader.count(t.name)) for t in chosen]
@@ -410,49 +275,34 @@ def _select(schema: SchemaInfo, tables: Sequence[str] | None) -> list[TableInfo]
 def _copy_all(src: Database, dst: Database, chosen: list[TableInfo], reader: _Reader,
               report: MigrationReport, on_conflict: str, batch_size: int,
               progress: Progress | None) -> None:
-    copy = _copy_postgres if dst.backend == "postgres" else _copy_sqlite
+    dialect = dst.dialect
     current = ""
     try:
         with dst.transaction() as tx:
-            if dst.backend == "sqlite":
-                tx.exec("PRAGMA defer_foreign_keys = ON")
+            run_script(tx, dialect.begin_copy())
             for t in chosen:
                 current = t.name
-                tx.exec(table_ddl(dst.backend, t))
-                for statement in _index_ddl(t):
-                    tx.exec(statement)
+                tx.exec(table_ddl(dialect, _copy_of(t)))
+                run_script(tx, _index_ddl(t))
                 if t.search_columns:
                     dst.enable_search(t.name, t.search_columns)
             for t, tr in zip(chosen, report.tables, strict=True):
                 current = t.name
                 started = time.perf_counter()
-                if dst.backend == "postgres" and on_conflict != "error":
-                    tx.exec("DROP TABLE IF EXISTS _storekit_stage; CREATE TEMP TABLE "
-                            f"_storekit_stage (LIKE {quote_ident(t.name)}) ON COMMIT DROP")
+                conflict = _conflict_clause(dst, t, on_conflict)
+                run_script(tx, dialect.stage_copy(t.name, conflict))
                 if progress:
                     progress(t.name, 0, tr.source_rows)
                 for batch in reader.rows(t, batch_size):
-                    copy(tx, t, batch, on_conflict)
+                    dialect.copy_rows(tx, t, batch, conflict, _key_of)
                     tr.copied_rows += len(batch)
                     if progress:
                         progress(t.name, tr.copied_rows, tr.source_rows)
-                if dst.backend == "postgres" and on_conflict != "error":
-                    tx.exec("DROP TABLE _storekit_stage")
-                _fix_identity(tx, dst.backend, t)
+                run_script(tx, dialect.end_stage(conflict))
+                for sql, params in dialect.after_copy(t):
+                    tx.get(sql, params)
                 tr.seconds = time.perf_counter() - started
     except StoreError as exc:
         report.error = str(exc) if current in str(exc) else f"table {current}: {exc}"
         raise MigrationError(f"migration failed, target unchanged: {report.error}",
                              report) from exc
-
-
-def _fix_identity(tx: Any, backend: str, t: TableInfo) -> None:
-    """Set identity sequences past the copied keys, so the next insert works."""
-    if backend != "postgres":
-        return
-    for c in t.columns:
-        if c.identity:
-            col = quote_ident(c.name)
-            tx.get(f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({col}), 0) + 1,"
-                   f" false) AS v FROM {quote_ident(t.name)}", (quote_ident(t.name), c.name))
-

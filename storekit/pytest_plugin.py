@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,32 +21,15 @@ import pytest
 
 from storekit.database import Database, create_database
 from storekit.errors import DatabaseUnavailable
-from storekit.schema_names import quote_ident
-from storekit.testing import LocalPostgres, PostgresServer, postgres_server
-from storekit.url import DatabaseURL
+from storekit.testing import LocalPostgres, PostgresServer, isolated_schema, postgres_server
 
 BACKENDS = ("sqlite", "postgres")
+__all__ = ["isolated_schema", "store", "store_url", "storekit_postgres_server",
+           "storekit_postgres_url"]  # isolated_schema: kept importable from here too
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@contextlib.contextmanager
-def isolated_schema(url: str, prefix: str = "t") -> Iterator[str]:
-    """A URL whose connections use a new, empty schema; the schema is dropped on exit."""
-    schema = f"{prefix}_{secrets.token_hex(6)}"
-    admin = create_database(url)
-    try:
-        admin.exec(f"CREATE SCHEMA {quote_ident(schema)}")
-        base = DatabaseURL.parse(url)
-        query = dict(base.query)
-        query["options"] = f"-csearch_path={schema}"
-        yield str(base.replace(query=tuple(query.items())).render(mask=False))
-    finally:
-        with contextlib.suppress(Exception):
-            admin.exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
-        admin.close()
 
 
 @pytest.fixture(scope="session")

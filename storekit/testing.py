@@ -3,6 +3,7 @@
 `postgres_server()` tries, in order: STOREKIT_TEST_POSTGRES_URL; Docker through
 testcontainers when a daemon answers; local PostgreSQL binaries started in a temporary
 folder. Anything else raises DatabaseUnavailable naming the three ways to fix it.
+`isolated_schema(url)` gives a test (or a benchmark run) a fresh, empty schema on a server.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from storekit.errors import DatabaseUnavailable
+from storekit.schema_names import quote_ident
 from storekit.url import DatabaseURL
 
 Kind = Literal["url", "docker", "local"]
@@ -34,6 +36,31 @@ _HOW_TO_FIX = (
     "(testcontainers runs postgres:16); or install the PostgreSQL server binaries "
     "(apt-get install postgresql, or set STOREKIT_PG_BIN to the folder holding initdb)"
 )
+
+
+def schema_url(url: str, schema: str, settings: Mapping[str, object] | None = None) -> str:
+    """The URL, unmasked, whose connections use `schema` (and these session settings)."""
+    base = DatabaseURL.parse(url)
+    options = [f"-csearch_path={schema}"] + [f"-c{k}={v}" for k, v in (settings or {}).items()]
+    query = dict(base.query) | {"options": " ".join(options)}
+    return base.replace(query=tuple(query.items())).render(mask=False)
+
+
+@contextlib.contextmanager
+def isolated_schema(url: str, prefix: str = "t", *,
+                    settings: Mapping[str, object] | None = None) -> Iterator[str]:
+    """A URL whose connections use a new, empty schema; the schema is dropped on exit."""
+    from storekit.database import create_database
+
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    admin = create_database(url)
+    try:
+        admin.exec(f"CREATE SCHEMA {quote_ident(schema)}")
+        yield schema_url(url, schema, settings)
+    finally:
+        with contextlib.suppress(Exception):
+            admin.exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+        admin.close()
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ class DatabaseURL:
 
     @property
     def is_memory(self) -> bool:
-        return self.backend == "sqlite" and (
+        return self.scheme in SQLITE_SCHEMES and (
             self.database == MEMORY or self.options.get("mode") == "memory")
 
     @property
@@ -150,7 +150,7 @@ class DatabaseURL:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def render(self, *, mask: bool = True) -> str:
-        if self.backend == "sqlite":
+        if self.scheme in SQLITE_SCHEMES:
             base = ("sqlite://:memory:" if self.database == MEMORY
                     else "sqlite:///" + quote(self.database))
         else:

@@ -130,7 +130,7 @@ def test_verification_catches_a_lost_update(tmp_path: Path) -> None:
 
 
 def test_postgres_configs_differ_only_in_isolation(storekit_postgres_url: str) -> None:
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     with isolated_schema(storekit_postgres_url) as url:
         for name, level in (("postgres", "serializable"),

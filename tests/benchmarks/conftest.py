@@ -341,7 +341,7 @@ def micro_backend(request: pytest.FixtureRequest,
             seed(db)
             yield Backend("sqlite", url, db)
         return
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     base = request.getfixturevalue("storekit_postgres_url")
     with isolated_schema(base, prefix="micro") as url, storekit.create_database(url) as db:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import storekit
-from storekit.backends import checkpoint
-from storekit.backends.checkpoint import Checkpointer
+from storekit.backends.sqlite import checkpoint
+from storekit.backends.sqlite.checkpoint import Checkpointer
 from tests.helpers import start_holder
 
 

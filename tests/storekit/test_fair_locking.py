@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import storekit
-from storekit.backends.writelock import FairLock, TicketQueue, WriteLease
+from storekit.backends.sqlite.writelock import FairLock, TicketQueue, WriteLease
 from tests.helpers import start_holder, wal_file
 
 
@@ -85,7 +85,7 @@ def test_sidecar_turn_is_shared_by_processes(db_path: Path) -> None:
 
 QUEUER = """
 import sys, time
-from storekit.backends.writelock import TicketQueue
+from storekit.backends.sqlite.writelock import TicketQueue
 q = TicketQueue(sys.argv[1])
 q.wait_turn()
 with open(sys.argv[2], "a") as out:

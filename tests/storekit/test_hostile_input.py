@@ -334,7 +334,7 @@ def test_sqlite_declared_time_types_read_back(tmp_path: Any) -> None:
 def test_tables_migrate_creates_from_postgres_read_back(storekit_postgres_url: str,
                                                          tmp_path: Any) -> None:
     from storekit.migration import migrate
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     moment = datetime(2026, 1, 1, 12, 0, 1, 250000)
     aware = moment.replace(tzinfo=timezone.utc)

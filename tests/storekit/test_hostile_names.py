@@ -91,7 +91,7 @@ def test_row_security_on_a_63_character_table(store: Database) -> None:
 
 def test_migration_keeps_search_on_a_63_character_table(tmp_path: Path,
                                                         storekit_postgres_url: str) -> None:
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     with storekit.open_database(tmp_path / "src.db") as src:
         src.create_table(long_table(LONG))

@@ -20,7 +20,7 @@ from types import FrameType
 import pytest
 
 import storekit
-from storekit.pytest_plugin import isolated_schema
+from storekit.testing import isolated_schema
 from tests.helpers import start_holder, wal_file
 
 HOLD_TX = """

@@ -72,7 +72,7 @@ def source(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def pg_url(storekit_postgres_url: str) -> object:
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     with isolated_schema(storekit_postgres_url, prefix="mig") as url:
         yield url

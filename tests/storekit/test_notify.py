@@ -103,7 +103,7 @@ def test_capability_reports_native_or_emulated(store: Database) -> None:
 
 
 def test_sqlite_events_are_pruned(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storekit import notify as notify_module
+    from storekit.backends.sqlite import events as notify_module
 
     monkeypatch.setattr(notify_module, "PRUNE_EVERY", 50)
     monkeypatch.setattr(notify_module, "RETENTION_SECONDS", 0.0)

@@ -30,7 +30,7 @@ def app_db(store: Database) -> Iterator[Database]:
     role = f"app_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
     create_app_role(store, role, password)
-    url = DatabaseURL.parse(store._url.render(mask=False)).replace(username=role,
+    url = DatabaseURL.parse(store.reveal_url().render(mask=False)).replace(username=role,
                                                                    password=password)
     app = storekit.create_database(url, pool=storekit.PoolOptions(min_size=2, max_size=4))
     try:

@@ -40,7 +40,7 @@ def app_url(owner: Database) -> Iterator[str]:
     role = f"app_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
     create_app_role(owner, role, password)
-    url = DatabaseURL.parse(owner._url.render(mask=False)).replace(username=role,
+    url = DatabaseURL.parse(owner.reveal_url().render(mask=False)).replace(username=role,
                                                                    password=password)
     yield url.render(mask=False)
     owner.exec(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
@@ -180,7 +180,7 @@ def test_a_session_older_than_row_security_cannot_register_a_key(store: Database
     store.run("INSERT INTO agents (team_id, name) VALUES (2, 'secret')")
     role, password = f"app_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     create_app_role(store, role, password)
-    url = DatabaseURL.parse(store._url.render(mask=False)).replace(username=role,
+    url = DatabaseURL.parse(store.reveal_url().render(mask=False)).replace(username=role,
                                                                    password=password)
     early = psycopg.connect(url.conninfo(), autocommit=True)
     try:

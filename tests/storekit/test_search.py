@@ -30,7 +30,7 @@ def chat(store: Database) -> Database:
 def corpus_results(storekit_postgres_url: str, tmp_path_factory: pytest.TempPathFactory
                    ) -> dict[str, dict[str, set[int]]]:
     """Run the same queries over the same 1,500 generated messages on both backends."""
-    from storekit.pytest_plugin import isolated_schema
+    from storekit.testing import isolated_schema
 
     queries = QUERIES + [Corpus(seed=7).query() for _ in range(40)]
     messages = [(f"agent{i % 5}", m) for i, m in enumerate(Corpus(seed=1).messages(N_MESSAGES))]

@@ -9,6 +9,7 @@ LISTEN reaches the next borrower (a transaction left open is rolled back first).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import itertools
@@ -33,7 +34,15 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
         "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
     ) from exc
 
-from storekit.backends.base import ISOLATION_LEVELS, Capabilities, PoolOptions, Row, RunResult
+from storekit.backends.base import (
+    ISOLATION_LEVELS,
+    Capabilities,
+    PoolOptions,
+    Row,
+    RunResult,
+    SqliteOptions,
+)
+from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
@@ -48,7 +57,6 @@ from storekit.errors import (
     from_psycopg,
 )
 from storekit.params import Params, check_params, check_sql_text, translate
-from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
 
@@ -326,6 +334,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class PostgresBackend:
     name = "postgres"
 
+    @classmethod
+    def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
+                     sqlite: SqliteOptions | None, busy_timeout_ms: int | None
+                     ) -> PostgresBackend:
+        """create_database's options: sqlite= is SQLite's, refused here."""
+        if sqlite is not None:
+            raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
+        if busy_timeout_ms is not None:
+            pool = dataclasses.replace(pool or PoolOptions(), busy_timeout_ms=busy_timeout_ms)
+        return cls(url, pool)
+
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         self.url = url
         self.pool_options = o = pool or PoolOptions()
@@ -410,7 +429,7 @@ class PostgresBackend:
 
     def _register_scope_key(self, conn: psycopg.Connection[Row]) -> None:
         """Before anyone borrows a new connection: store this Database's scope key for its
-        backend in every schema where enable_row_security installed one (storekit/rls.py)."""
+        backend in every schema where enable_row_security installed one (rowsecurity.py)."""
         schemas = [r["s"] for r in conn.execute(_SCOPE_SCHEMAS).fetchall()]
         if schemas:
             calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)

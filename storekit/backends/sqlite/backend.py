@@ -10,6 +10,7 @@ front instead of failing with "database is locked" when it upgrades.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -21,14 +22,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from storekit.backends import checkpoint, sqlite_open
-from storekit.backends.base import Capabilities, Row, RunResult, SqliteOptions
-from storekit.backends.checkpoint import Checkpointer
-from storekit.backends.sqlite_types import Converters, convert, probe
-from storekit.backends.writelock import STALL_S, FairLock, WriteLease
+from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult, SqliteOptions
+from storekit.backends.sqlite import checkpoint, opening
+from storekit.backends.sqlite.checkpoint import Checkpointer
+from storekit.backends.sqlite.converters import Converters, convert, probe
+from storekit.backends.sqlite.writelock import STALL_S, FairLock, WriteLease
 from storekit.errors import (
     BAD_INPUT,
     BusyError,
+    ConfigurationError,
     DatabaseUnavailable,
     ProgrammingError,
     StoreError,
@@ -288,6 +290,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class SqliteBackend:
     name = "sqlite"
 
+    @classmethod
+    def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
+                     sqlite: SqliteOptions | None, busy_timeout_ms: int | None
+                     ) -> SqliteBackend:
+        """create_database's options: pool= is PostgreSQL's, refused here."""
+        if pool is not None:
+            raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
+        if busy_timeout_ms is not None:
+            sqlite = dataclasses.replace(sqlite or SqliteOptions(),
+                                         busy_timeout_ms=busy_timeout_ms)
+        return cls(url, sqlite)
+
     def __init__(self, url: DatabaseURL, options: SqliteOptions | None = None) -> None:
         self.url = url
         self.options = options or SqliteOptions()
@@ -295,11 +309,11 @@ class SqliteBackend:
         self.path = url.database
         self.where = "in-memory database" if self.memory else f"file {self.path}"
         if not self.memory:
-            self._check_path(Path(self.path), create=sqlite_open.creates_file(url))
+            self._check_path(Path(self.path), create=opening.creates_file(url))
         self._lock: Any = self._new_lock()
         self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
-        self._target = sqlite_open.target(url)
+        self._target = opening.target(url)
         self.read_only = self._target.read_only  # why writes fail, set while connecting
         writer = self._open_writer()
         if self.read_only:
@@ -393,13 +407,13 @@ class SqliteBackend:
         try:
             conn = self._connect()
         except DatabaseUnavailable:
-            fallback = sqlite_open.immutable_fallback(self.url)
+            fallback = opening.immutable_fallback(self.url)
             if fallback is None:
                 raise
             self._target, self.read_only = fallback, fallback.read_only
             return self._connect()
         if not self.read_only and not self.memory and not os.access(self.path, os.W_OK):
-            self.read_only = sqlite_open.NOT_WRITABLE  # already in the wanted journal mode
+            self.read_only = opening.NOT_WRITABLE  # already in the wanted journal mode
         return conn
 
     def _check_path(self, path: Path, *, create: bool) -> None:
@@ -449,7 +463,7 @@ class SqliteBackend:
             # SQLITE_READONLY_CANTINIT / _DIRECTORY: no -shm can be made for a WAL file.
             cannot_init = getattr(exc, "sqlite_errorcode", 0) in (1288, 1544)
             if isinstance(err, DatabaseUnavailable) or cannot_init or "not a database" in str(exc):
-                hint = sqlite_open.cannot_open_hint(self.url)
+                hint = opening.cannot_open_hint(self.url)
                 raise DatabaseUnavailable(
                     f"cannot open SQLite {self.where}: {exc}{hint}") from exc
             raise err from exc
@@ -476,7 +490,7 @@ class SqliteBackend:
                     if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 8:  # SQLITE_READONLY
                         raise
                     # A read-only file or folder: open for reading, keep the file's mode.
-                    self.read_only = sqlite_open.NOT_WRITABLE
+                    self.read_only = opening.NOT_WRITABLE
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
@@ -647,9 +661,9 @@ class SqliteBackend:
         # Every isolation level is met as it is: writers run one at a time and a
         # read-only transaction reads one snapshot (see Database.transaction).
         if team_id is not None:
-            from storekit.rls import sqlite_scope_error
+            from storekit.backends.sqlite.dialect import scope_error
 
-            raise sqlite_scope_error()
+            raise scope_error()
         if readonly and not self.memory:
             handle = self._reader()
             # query_only makes a write inside a read-only transaction fail, as on Postgres.

@@ -1,33 +1,11 @@
 """WAL checkpoints, mostly outside the fair write turn.
 
-SQLite checkpoints automatically inside the COMMIT that takes the WAL past
-wal_autocheckpoint pages. The write lock is already released by then, so with the stock
-busy handler other processes write while the committer copies pages back and syncs the
-database file. Under fair hand-off the committer still holds its process's turn, so
-every writer would wait for the checkpoint: `python -m bench.handoff` measured a fifth
-or more of the time in such long transactions.
-
-So writers that take turns switch the automatic checkpoint off on the write connection
-and, after each write transaction, compare the WAL's length with the frames a checkpoint
-has already started on, read from the wal-index header in the `-shm` file (a documented,
-version-stable format: sqlite.org/walformat.html). When the difference reaches the
-threshold and another process is waiting, the writer ends its turn and checkpoints
-(PASSIVE, on a connection of its own) while the next process writes; with nobody
-waiting, or while a reader's snapshot keeps the last checkpoint from finishing (a
-hand-off per commit would buy nothing), it checkpoints in its turn, as SQLite would.
-Frames written during an outside-the-turn checkpoint keep the WAL from starting over,
-and a WAL that never restarts only grows (measured: 280-600 MB within 3 s of 16
-writers); so at its next turn the same process copies that short tail first, which lets
-the next commit restart the WAL. The tail is short but not cheap: a checkpoint syncs the
-WAL and the database file whatever it copies, 2-4 ms in the turn on this machine class.
-Paid after every outside checkpoint it took 12-13% of the time at 16 writers on a 300 MB
-file (traced), so it is taken only once the WAL holds RESTART_AFTER thresholds of frames
-(16 MB at the defaults), which brought it to 7-10%. The throughput gain stayed within this
-machine's run-to-run noise, and the WAL grows larger: at 16 writers on a fresh file it
-peaked at 25-31 MB against 13-18 MB for the stock handler's own checkpoint. A tail that
-finds another process checkpointing is asked for again at the next turn; dropping it
-instead let the WAL of 3 writers with a 50-page threshold reach 20-34 MB (now 2-3 MB,
-against 38-56 MB for SQLite's own checkpoint under the stock busy handler).
+Under fair hand-off, SQLite's automatic checkpoint would run inside the committer's turn
+and stop every writer. So writers that take turns switch it off and, after each write
+transaction, compare the WAL's length with the frames already checkpointed (read from the
+wal-index header in `-shm`); past the threshold they checkpoint (PASSIVE) outside the turn
+when another process waits, else in it, and copy the short tail left behind at a later
+turn so the WAL can restart. Design and measurements: docs/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
-from storekit.introspect import sqlite_kind
+from storekit.backends.sqlite.catalog import kind_of
 from storekit.params import Translated
 
 Converters = tuple[tuple[int, Callable[[Any], Any]], ...]
@@ -76,7 +76,7 @@ _BY_KIND: dict[str, Callable[[Any], Any]] = {
 def converters(declared: Sequence[str]) -> Converters:
     found = []
     for i, decl in enumerate(declared):
-        fn = _BY_KIND.get(sqlite_kind(decl or ""))
+        fn = _BY_KIND.get(kind_of(decl or ""))
         if fn is not None and decl:
             found.append((i, fn))
     return tuple(found)

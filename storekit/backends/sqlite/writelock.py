@@ -1,52 +1,12 @@
 """Fair hand-off of SQLite's single write lock, across threads and across processes.
 
-SQLite's busy handler sleeps with a growing backoff (up to 100 ms), so a newcomer can
-overtake a writer that has waited longest: throughput is fine, the slowest commits take
-seconds and agents get unequal shares. Web frameworks fixed this for their stacks with a
-short, fair retry. storekit queues instead:
-
-- threads of one process wait in a FIFO queue and the lock is handed directly to the
-  longest waiter (FairLock);
-- processes sharing a file queue in arrival order on a sidecar file `<db>-storekit.lock`
-  (TicketQueue) before BEGIN IMMEDIATE, and each process keeps its turn for a short
-  time slice (WriteLease) in which its writers commit back to back.
-
-Why slices: handing the lock to the next process after every commit makes each commit wait
-for that particular process to be scheduled. Measured on 2 cores with 16 writer processes,
-a strict per-commit queue was perfectly fair but ran at a fifth of the stock handler's
-throughput, and a plain flock (every waiter woken, first to run wins) at 0.6-0.8x with a
-2x spread between agents. A slice pays one hand-off per slice instead:
-`python -m bench.handoff` measured 0.1-0.25 ms of idle lock at each change of process and
-about 0.15 ms more for the new holder's first transaction (cold CPU caches; SQLite's own
-page-cache reset is ~0.03 ms). The stock handler changes process about as often, but
-mostly while the old holder is descheduled or checkpointing, so it pays these alongside
-other work. The WAL checkpoint was the larger cost: run inside the turn it stopped every
-writer for a fifth of the time, so it now runs outside the turn when another process waits
-(checkpoint.py; 0.79 -> 0.86x the stock throughput at 16 writers, paired runs). Having the
-next writer poll for the turn near the holder's published slice end, to skip its wake-up,
-measured no gain and was dropped. Traced at 16 writers on a 300 MB file, a change of
-process costs two wake-ups of about 70 us each (the next process's queueing thread, then
-its writer thread), and `python -m bench.wakeup` shows why: on this machine class a process
-runs again 9 us after it is woken from a 2 ms sleep, 45-55 us after 10-40 ms. Waking the
-writer on a plain lock instead of a Condition saved only ~10 us of that; waiting on the
-ticket two ahead first, to wake the writer thread one turn early, cut its wake-up by ~8 us
-but added ~15 us to the next process's (each release then wakes two processes). Both were
-dropped. With the harness's agent-write at 16 processes, slices
-of 2 / 3 / 4 ms gave 0.77 / 0.79 / 0.87x the stock throughput at a p99.9 of 41 / 58 / 70
-ms (before the checkpoint change); letting two processes hold turns at once gave 0.74x
-with a worse tail. So a turn lasts ROUND_S divided by the number of queued processes (at
-least lock_slice_ms, 2 ms): a round of the queue takes about 32 ms whatever the number of
-writers, and fewer writers pay fewer hand-offs (2 / 4 / 8 writers went from 0.83 / 0.74 /
-0.81x to 0.97 / 0.89 / 0.88x).
-
-The busy timeout bounds the wait and a timeout still raises BusyError; a writer whose turn
-has not come within STALL_S (a stopped process keeps its turn) then waits in SQLite's busy
-handler, at most the busy timeout more (WriteLease). Programs that
-do not take part (the sqlite3 shell, other libraries) are still handled by SQLite's own
-busy handler; the sidecar only orders storekit writers and is always taken before SQLite's
-lock, so the two cannot deadlock. It guards fairness, never data: if two processes queued
-one behind the other die, the next may overlap the current holder, and SQLite's own lock
-still keeps them apart.
+SQLite's busy handler sleeps with a growing backoff, so a newcomer can overtake a writer
+that has waited longest. storekit queues instead: threads of a process wait in a FIFO
+(FairLock); processes sharing a file queue in arrival order on `<db>-storekit.lock`
+(TicketQueue), and each keeps its turn for a short slice (WriteLease) in which its writers
+commit back to back. A stalled holder is waited out after STALL_S, then SQLite's busy
+handler takes over; the sidecar orders storekit writers only and never guards data.
+Design and measurements: docs/fair-locking.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""PostgreSQL: the backend (psycopg_pool, session reset, scope keys) and its dialect."""

@@ -1,0 +1,1 @@
+"""SQLite: the backend (connections, fair write lock, checkpoints) and its dialect."""
