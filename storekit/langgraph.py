@@ -54,7 +54,6 @@ from storekit.langgraph_sql import (
     WRITES,
     WRITES_IGNORE,
     WRITES_UPSERT,
-    metadata_filter,
     select_sql,
 )
 from storekit.url import DatabaseURL
@@ -234,8 +233,8 @@ class StorekitSaver(BaseCheckpointSaver[str]):
             if not isinstance(filter, dict):
                 raise ProgrammingError(f"filter must be a dict, not {type(filter).__name__}")
             for name, value in filter.items():
-                sql, values = metadata_filter(self._db.backend, _text(name, "filter key"),
-                                              self._json(_canonical(value)))
+                sql, values = self._db.dialect.json_key_equals(
+                    "metadata", _text(name, "filter key"), self._json(_canonical(value)))
                 where.append(sql)
                 params.extend(values)
         if before is not None:

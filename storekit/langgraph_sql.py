@@ -1,5 +1,5 @@
 """The tables and SQL of storekit.langgraph's saver; the same text runs on both backends
-except the metadata filter (metadata_filter)."""
+except the metadata filter (the dialect's json_key_equals)."""
 
 from __future__ import annotations
 
@@ -102,22 +102,3 @@ def select_sql(where: list[str], *, limited: bool) -> str:
         " AND w.checkpoint_id = c.checkpoint_id"
         " ORDER BY checkpoint_id DESC, kind"
     )
-
-
-# A top-level metadata key equal to a JSON value (canonical: keys sorted, compact). Both
-# compare JSON values: a string "1" is not the number 1, true is not 1, and a missing key
-# is not null. (langgraph-checkpoint-postgres tests containment, its SQLite saver compares
-# json_extract; this is the behaviour both backends can give alike.)
-_FILTERS = {
-    "sqlite": (
-        "EXISTS (SELECT 1 FROM json_each(metadata) AS j WHERE j.key = ?"
-        " AND replace(j.type, 'real', 'integer') = replace(json_type(?), 'real', 'integer')"
-        " AND j.value IS json_extract(?, '$'))"
-    ),
-    "postgres": "metadata -> CAST(? AS TEXT) = CAST(? AS JSONB)",
-}
-
-
-def metadata_filter(backend: str, key: str, value_json: str) -> tuple[str, tuple[str, ...]]:
-    sql = _FILTERS[backend]
-    return sql, ((key, value_json, value_json) if backend == "sqlite" else (key, value_json))

@@ -87,6 +87,10 @@ class PostgresDialect(SqlDialect):
             expr = f"({col}#>>'{{{','.join(parts)}}}')"
         return f"({expr})::double precision" if number else expr
 
+    def json_key_equals(self, column: str, key: str,
+                        value_json: str) -> tuple[str, tuple[str, ...]]:
+        return f"{quote_ident(column)} -> CAST(? AS TEXT) = CAST(? AS JSONB)", (key, value_json)
+
     # Schema reading.
     def read_tables(self) -> Reader[list[str]]:
         return catalog.read_tables()

@@ -93,6 +93,18 @@ class SqliteDialect(SqlDialect):
         json_path_parts(path)
         return f"json_extract({quote_ident(column)}, '{path}')"
 
+    def json_key_equals(self, column: str, key: str,
+                        value_json: str) -> tuple[str, tuple[str, ...]]:
+        # JSON values compared as JSON: "1" is not 1, true is not 1, a missing key is not
+        # null; json_each, not a path, so a key like "k.x" is never read as a path.
+        col = quote_ident(column)
+        return (
+            f"EXISTS (SELECT 1 FROM json_each({col}) AS j WHERE j.key = ?"
+            " AND replace(j.type, 'real', 'integer') = replace(json_type(?), 'real', 'integer')"
+            " AND j.value IS json_extract(?, '$'))",
+            (key, value_json, value_json),
+        )
+
     # Schema reading.
     def read_tables(self) -> Reader[list[str]]:
         return catalog.read_tables()
