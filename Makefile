@@ -18,21 +18,22 @@ postgres: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict storekit bench
+	$(PY) -m bench headline reference --check README.md $(wildcard docs/*.md)
 
 test: lint postgres
 	$(VENV)/bin/pytest
-	$(PY) -m bench.micro --quick --output-dir $(VENV)/microbench-ci
+	$(PY) -m bench micro --quick --output-dir $(VENV)/microbench-ci
 
 bench: postgres
 	$(PY) -m bench run --profile quick
 	$(PY) -m bench report
 
 microbench: postgres
-	$(PY) -m bench.micro
+	$(PY) -m bench micro
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[postgres,bench,dev,lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache build
