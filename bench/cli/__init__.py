@@ -20,7 +20,11 @@ COMMANDS = ("run", "list", "report", "compare", "recommend", "headline", "soak",
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The storekit benchmark harness: run workloads on SQLite and PostgreSQL, "
+                    "read the results, and run the one-off investigations. Run it from the "
+                    "repository root; `python -m bench COMMAND --help` describes a command.")
     p.add_argument("--results-dir", default=str(results.RESULTS_DIR),
                    help="where runs are read and written (default: %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
