@@ -3,7 +3,7 @@
 #
 # Each claim of the seed document (`better-sqlite3-vs-postgresql.md`) gets a verdict
 # computed from the run below, with the number behind it and the chart that shows it.
-# The thresholds are in `bench/recommend.py`.
+# The thresholds are in `bench/analysis/claims.py`.
 
 # %% tags=["parameters"]
 RUN_ID = None
@@ -15,7 +15,7 @@ LATENCY_TARGET_MS = 50.0
 import numpy as np
 import pandas as pd
 
-from bench import recommend, style
+from bench.analysis import claims, recommend, style
 
 run = style.load(RUN_ID, RESULTS_DIR)
 print(style.caption(run))
@@ -25,7 +25,7 @@ print(style.caption(run))
 
 # %%
 pd.set_option("display.max_colwidth", None)
-ledger = recommend.ledger(run.summary)
+ledger = claims.ledger(run.summary)
 if OUTPUT_DIR:
     ledger.to_csv(f"{OUTPUT_DIR}/claims.csv", index=False)
 ledger.style.hide(axis="index")

@@ -7,13 +7,14 @@
 # `postgres-async-commit`, `sqlite-wal-full` with `postgres`.
 
 # %% tags=["parameters"]
-RUN_ID = None  # None: the newest run in results/
+RUN_ID = None  # None: the newest run (the reference run unless a newer local one exists)
 RESULTS_DIR = None
 OUTPUT_DIR = None
 
 # %%
-from bench import style
-from bench.headline import fair_locking_table
+from bench.analysis import style
+from bench.analysis.headline import fair_locking_table
+from bench.harness.results import select
 
 run = style.load(RUN_ID, RESULTS_DIR)
 s = run.summary
@@ -65,8 +66,8 @@ ax.set_xscale("log", base=2)
 style.save(fig, "01-lock-wait", OUTPUT_DIR)
 
 # %%
-err = s[(s["workload"] == "agent-write") & s["metric"].str.startswith("errors_")
-        & (s["metric"] != "errors_total")]
+err = select(s, workload="agent-write")
+err = err[err["metric"].str.startswith("errors_") & (err["metric"] != "errors_total")]
 table = (err.groupby(["config", "agents", "metric"])["value"].median().unstack("metric")
          .fillna(0))
 table.columns = [c.removeprefix("errors_") for c in table.columns]
@@ -112,7 +113,7 @@ else:
 
 # %%
 pair = list(style.FAIR_PAIR)
-aw = s[s["workload"] == "agent-write"]
+aw = select(s, workload="agent-write")
 if not set(pair) <= set(aw["config"]):
     print("This run lacks sqlite-wal or sqlite-wal-stock; compare them with "
           "python -m bench run --workload agent-write --config sqlite-wal,sqlite-wal-stock")
@@ -124,7 +125,7 @@ else:
     for ax, (metric, op, label, log) in zip(axes, panels, strict=True):
         m = run.metric(metric, op)
         for config in pair:
-            g = m[(m["workload"] == "agent-write") & (m["config"] == config)]
+            g = select(m, workload="agent-write", config=config)
             if metric == "fairness_share_ratio":
                 g = g[g["agents"] > 1]
             stats = g.groupby("agents")["value"].median()

@@ -14,7 +14,8 @@ OUTPUT_DIR = None
 # %%
 import numpy as np
 
-from bench import style
+from bench.analysis import style
+from bench.harness.results import select
 
 run = style.load(RUN_ID, RESULTS_DIR)
 h = run.histograms
@@ -22,13 +23,12 @@ print(style.caption(run))
 
 # %%
 shown = ["sqlite-rollback", "sqlite-wal", "postgres"]
-agents = sorted(h[h["workload"] == "read-while-write"]["agents"].unique())
+agents = sorted(select(h, workload="read-while-write")["agents"].unique())
 fig, axes = style.plt.subplots(1, len(agents), figsize=(5 * len(agents), 4.5), sharey=True,
                                squeeze=False)
 for ax, n in zip(axes[0], agents, strict=True):
     for config in shown:
-        g = h[(h["workload"] == "read-while-write") & (h["config"] == config)
-              & (h["agents"] == n) & (h["op"] == "point_read")]
+        g = select(h, workload="read-while-write", config=config, agents=n, op="point_read")
         if g.empty:
             continue
         g = g.groupby("upper_s")["count"].sum().sort_index()
@@ -62,7 +62,7 @@ style.save(fig, "02-staleness", OUTPUT_DIR)
 
 # %%
 ts = run.timeseries
-top = ts[(ts["workload"] == "read-while-write") & (ts["op"] == "update")]
+top = select(ts, workload="read-while-write", op="update")
 top = top[top["agents"] == top["agents"].max()]
 fig, ax = style.figure("Writer commits per one-second window (stalls show as dips), "
                        "most agents, first repetition", "second of the measurement",

@@ -11,7 +11,7 @@ RESULTS_DIR = None
 OUTPUT_DIR = None
 
 # %%
-from bench import style
+from bench.analysis import style
 
 run = style.load(RUN_ID, RESULTS_DIR)
 print(style.caption(run))

@@ -1,10 +1,10 @@
-"""bench.arglist: comma-separated numbers on the command line."""
+"""bench.harness.arglist: comma-separated numbers on the command line."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.arglist import numbers
+from bench.harness.arglist import numbers
 
 
 def test_numbers_are_read_in_order_and_blanks_skipped() -> None:

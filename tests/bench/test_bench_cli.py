@@ -9,16 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
-from bench.__main__ import main
-from bench.agent import AgentContext, drive
-from bench.configs import CONFIGS
-from bench.workloads import agent_write
+from bench import ROOT
+from bench.cli import main
+from bench.harness import results
+from bench.harness.agent import AgentContext, drive
+from bench.harness.configs import CONFIGS
+from bench.harness.workloads import agent_write
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """python -m bench from the repository root, as the README runs it (bench is not
+    installed: the root on sys.path is what finds it)."""
     return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600, check=False)
+                          text=True, env={**os.environ, **(env or {})}, timeout=600,
+                          check=False, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -180,16 +184,23 @@ def test_no_postgres_prints_the_three_fixes(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_report_executes_every_notebook_with_data(
-        short_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+        short_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
     """The notebooks run headless on a run CI made; style.save() refuses empty charts."""
-    from bench.recommend import FAILS, HOLDS, HOLDS_IF, NOT_MEASURED
-    from bench.report import NOTEBOOKS, build_report
+    from bench.analysis.claims import FAILS, HOLDS, HOLDS_IF, NOT_MEASURED
+    from bench.analysis.report import sources
 
     _, out = short_run
-    index = build_report(results_dir=out)
-    report = index.parent
-    executed = sorted(p.name for p in report.glob("*.ipynb"))
-    assert executed == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    report = tmp_path / "report"
+    # As `make bench` runs it: a subprocess from the root, with no PYTHONPATH, so the
+    # kernel (started in notebooks/) finds bench only through the report's own setting.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "--results-dir", str(out), "report",
+                           "--output", str(report)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Report: {report / 'index.html'}" in proc.stdout.replace("\n", "")
+    executed = sorted(p.stem for p in report.glob("*.ipynb"))
+    assert executed == [p.stem for p in sources()]
     assert len(executed) == 4
     charts = {p.stem for p in (report / "charts").glob("*.png")}
     assert {"00-decision", "00-headline", "01-throughput", "01-latency", "01-lock-wait",
@@ -220,7 +231,7 @@ def test_recommend_command(short_run: tuple[subprocess.CompletedProcess[str], Pa
 def test_calibration_workload_verifies_too(tmp_path: Path) -> None:
     import time
 
-    from bench.workloads import single_insert
+    from bench.harness.workloads import single_insert
 
     with CONFIGS["sqlite-wal"].open(f"sqlite:///{tmp_path / 's.db'}") as db:
         single_insert.setup(db, {})
@@ -235,7 +246,7 @@ def test_calibration_workload_verifies_too(tmp_path: Path) -> None:
 
 def test_headline_compares_fair_and_stock_locking(
         short_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    from bench.headline import headline
+    from bench.analysis.headline import headline
 
     _, out = short_run
     text = headline(results.load(results_dir=out))

@@ -1,11 +1,12 @@
-"""bench.handoff: the turn accounting, and a short real run of both modes."""
+"""bench handoff: the turn accounting, and a short real run of both modes."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import handoff
-from bench.handoff import Span, summarise
+from bench.cli import main
+from bench.investigations import handoff
+from bench.investigations.handoff import Span, summarise
 
 
 def test_summary_counts_turns_idle_time_and_cold_first_transactions() -> None:
@@ -50,5 +51,5 @@ def test_a_short_run_records_every_agents_transactions(fair: bool) -> None:
 
 
 def test_cli_rejects_a_single_agent(capsys: pytest.CaptureFixture[str]) -> None:
-    assert handoff.main(["--agents", "1"]) == 2
+    assert main(["handoff", "--agents", "1"]) == 2
     assert "--agents" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import storekit
-from bench import metrics
+from bench.harness import metrics
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench import recommend
-from bench.recommend import FAILS, HOLDS, HOLDS_IF
+from bench.analysis import claims, recommend
+from bench.analysis.claims import FAILS, HOLDS, HOLDS_IF
 
 
 def frame(rows: list[tuple[str, str, int, str, str, float]]) -> pd.DataFrame:
@@ -14,7 +14,7 @@ def frame(rows: list[tuple[str, str, int, str, str, float]]) -> pd.DataFrame:
 
 
 def verdicts(rows: list[tuple[str, str, int, str, str, float]]) -> dict[str, str]:
-    return {c.claim: c.verdict for c in recommend.claims(frame(rows))}
+    return {c.claim: c.verdict for c in claims.claims(frame(rows))}
 
 
 def reads(rollback: float, wal: float, pg: float) -> list[tuple[str, str, int, str, str, float]]:
@@ -82,7 +82,6 @@ def test_starved_readers_count_as_blocked_not_unmeasured() -> None:
     """A config whose readers completed no read in the window was blocked, not unmeasured."""
     import pandas as pd
 
-    from bench.recommend import FAILS, HOLDS, HOLDS_IF, claims
 
     rows = []
     for config, reads, searches in (("sqlite-wal", 30_000.0, 2_000.0),
@@ -97,7 +96,7 @@ def test_starved_readers_count_as_blocked_not_unmeasured() -> None:
     summary = pd.DataFrame([{"workload": w, "config": c, "backend": c.split("-")[0],
                              "agents": 2, "rep": 0, "op": op, "metric": metric, "value": v}
                             for w, c, op, metric, v in rows])
-    verdicts = {c.claim: (c.verdict, c.evidence) for c in claims(summary)}
+    verdicts = {c.claim: (c.verdict, c.evidence) for c in claims.claims(summary)}
     assert verdicts["SQLite writers block everything (rollback journal)"][0] == HOLDS
     assert "none completed" in verdicts["SQLite writers block everything (rollback journal)"][1]
     assert verdicts["SQLite writers block everything (WAL)"][0] == FAILS

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import results
+from bench.harness import results
 
 
 def _write(folder: Path, run_id: str) -> Path:
@@ -68,20 +68,19 @@ def test_older_schema_goes_through_upgrades(tmp_path: Path, monkeypatch: pytest.
     assert results.load(results_dir=tmp_path).meta["upgraded"] is True
 
 
-def test_notebooks_are_stored_without_outputs_and_paired() -> None:
-    import nbformat
+def test_notebooks_have_one_source_each_with_a_parameters_cell() -> None:
+    """The jupytext py:percent file is the notebook: no .ipynb beside it."""
+    import jupytext
 
-    from bench.report import NOTEBOOKS
+    from bench.analysis.report import NOTEBOOKS, sources
 
-    books = sorted(NOTEBOOKS.glob("*.ipynb"))
+    books = sources()
     assert [b.stem for b in books] == ["00-recommendation", "01-agent-write",
                                        "02-read-while-write", "03-search"]
+    assert not list(NOTEBOOKS.glob("*.ipynb"))
     for book in books:
-        nb = nbformat.read(book, as_version=4)
-        assert all(not c.get("outputs") and not c.get("execution_count")
-                   for c in nb.cells if c.cell_type == "code"), book.name
+        nb = jupytext.read(book)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), book.name
-        assert book.with_suffix(".py").is_file()
 
 
 def test_runs_written_before_histograms_were_compressed_still_load(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""bench.wakeup: a real ping-pong between two processes, and its argument checks."""
+"""bench wakeup: a real ping-pong between two processes, and its argument checks."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import wakeup
+from bench.cli import main
+from bench.investigations import wakeup
 
 
 def test_every_round_measures_a_wake_up_after_the_write() -> None:
@@ -26,12 +27,12 @@ def test_summary_orders_the_percentiles() -> None:
 @pytest.mark.parametrize("argv", [["--sleeps", "x"], ["--sleeps", "-1"], ["--rounds", "0"]])
 def test_bad_arguments_get_one_clear_error(argv: list[str],
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert wakeup.main([*argv, "--no-write"]) == 2
+    assert main(["wakeup", *argv, "--no-write"]) == 2
     assert "error:" in capsys.readouterr().err
 
 
 def test_the_command_prints_a_row_per_sleep(capsys: pytest.CaptureFixture[str]) -> None:
-    assert wakeup.main(["--sleeps", "0.5,1", "--rounds", "5", "--no-write"]) == 0
+    assert main(["wakeup", "--sleeps", "0.5,1", "--rounds", "5", "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "Wake-up latency" in out
     assert "0.5" in out

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import storekit
-from bench.corpus import Corpus
+from bench.harness.corpus import Corpus
 from storekit.schema import Column, Index, SearchSpec, Table
 
 N_ROWS = 1_000

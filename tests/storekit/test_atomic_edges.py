@@ -136,7 +136,7 @@ def test_agents_creating_the_same_table_together_all_succeed(store: Database) ->
 
 def test_agent_write_verify_flags_a_counter_that_differs_from_its_rows(tmp_path: object) -> None:
     """A step counter ahead of the committed result rows is as wrong as one behind."""
-    from bench.workloads import agent_write
+    from bench.harness.workloads import agent_write
 
     with storekit.open_database(f"{tmp_path}/v.db") as db:
         agent_write.setup(db, {})

@@ -259,8 +259,8 @@ def test_harness_records_a_postgres_outage(storekit_postgres_server: Any, tmp_pa
     """The server restarts mid-run: the run completes, counts the failures, loses nothing."""
     if not hasattr(storekit_postgres_server, "stop"):
         pytest.skip("needs a local server this test can restart")
-    from bench.configs import CONFIGS
-    from bench.runner import Plan, Runner, RunSpec, summarise
+    from bench.harness.configs import CONFIGS
+    from bench.harness.runner import Plan, Runner, RunSpec, summarise
 
     server = storekit_postgres_server
     plan = Plan(workloads=["agent-write"], configs=[CONFIGS["postgres"]], agents=[2],

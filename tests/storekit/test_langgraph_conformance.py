@@ -21,7 +21,7 @@ from langgraph.checkpoint.conformance.capabilities import (
 
 from storekit import create_database
 from storekit.langgraph import StorekitSaver
-from storekit.pytest_plugin import isolated_schema
+from storekit.testing import isolated_schema
 
 # The suite's test counts in langgraph-checkpoint-conformance 0.0.2, per capability.
 EXPECTED = {"put": 17, "put_writes": 10, "get_tuple": 10, "list": 16, "delete_thread": 5,

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import storekit
-from bench.corpus import Corpus
+from bench.harness.corpus import Corpus
 from storekit import Database
 from storekit.schema import Column, SearchSpec, Table
 from storekit.search import parse_query

@@ -1,0 +1,1 @@
+"""Reading results: the claims and recommendation, the headline tables, charts, the report."""

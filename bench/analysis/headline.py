@@ -1,0 +1,113 @@
+"""The README's tables, generated from a run; `python -m bench headline` prints them.
+
+Each table has a NAME (TABLE_NAMES) by which README.md and docs/*.md mark the copy they
+show, so `python -m bench headline reference --check FILE...` can tell when it drifted
+(bench.analysis.markers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from bench.analysis import recommend, style
+from bench.analysis.claims import claims
+from bench.harness import results
+
+
+@dataclass(frozen=True)
+class MetricTable:
+    name: str
+    workload: str
+    metric: str
+    op: str
+    title: str
+    fmt: str
+
+
+METRIC_TABLES = (
+    MetricTable("agent-write-throughput", "agent-write", "ops_per_s", "all",
+                "agent-write: committed transactions/s", "{:,.0f}"),
+    MetricTable("agent-write-p99", "agent-write", "latency_p99_ms", "transaction",
+                "agent-write: p99 latency (ms)", "{:,.1f}"),
+    MetricTable("agent-write-retries", "agent-write", "retries", "all",
+                "agent-write: conflicts retried by db.atomic() per run", "{:,.0f}"),
+    MetricTable("agent-write-errors", "agent-write", "errors_total", "all",
+                "agent-write: failed transactions per run (after retries)", "{:,.0f}"),
+    MetricTable("read-while-write-reader-p99", "read-while-write", "latency_p99_ms",
+                "point_read", "read-while-write: reader p99 latency (ms)", "{:,.2f}"),
+    MetricTable("search-p50", "search", "latency_p50_ms", "search",
+                "search: p50 latency (ms)", "{:,.2f}"),
+)
+TABLE_NAMES = (*(t.name for t in METRIC_TABLES), "fair-locking", "claims")
+
+
+def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
+    """One metric's median over repetitions: a row per config, a column per agent count."""
+    series = recommend.medians(s, workload, metric, op)
+    if series.empty:
+        empty: pd.DataFrame = pd.DataFrame()
+        return empty
+    table: pd.DataFrame = series.unstack("agents")
+    return table
+
+
+def metric_table(s: pd.DataFrame, spec: MetricTable, repetitions: object) -> list[str]:
+    table = medians(s, spec.workload, spec.metric, spec.op)
+    if table.empty:
+        return []  # a run from before the metric existed
+    lines = [f"**{spec.title}** (median of {repetitions} runs)\n",
+             "| config | " + " | ".join(f"{a} agents" for a in table.columns) + " |",
+             "|---|" + "---|" * len(table.columns)]
+    for config, row in table.iterrows():
+        cells = [spec.fmt.format(v) if pd.notna(v) else "-" for v in row]
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def claims_table(s: pd.DataFrame) -> list[str]:
+    lines = ["**Claims of the seed document**\n", "| claim | verdict | evidence |", "|---|---|---|"]
+    lines += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in claims(s)]
+    return lines
+
+
+def tables(run: results.Run) -> dict[str, list[str]]:
+    """Each table's lines by name, in print order; a table the run cannot fill is absent."""
+    s = run.summary
+    out = {t.name: metric_table(s, t, run.meta["plan"]["repetitions"]) for t in METRIC_TABLES}
+    out["fair-locking"] = fair_locking_table(s)
+    out["claims"] = claims_table(s)
+    return {name: lines for name, lines in out.items() if lines}
+
+
+def headline(run: results.Run) -> str:
+    return "\n".join(line for lines in tables(run).values() for line in lines)
+
+
+def fair_locking_table(s: pd.DataFrame) -> list[str]:
+    """sqlite-wal (fair hand-off) against sqlite-wal-stock, per agent count."""
+    pair = style.FAIR_PAIR
+    if not set(pair) <= set(results.select(s, workload="agent-write")["config"]):
+        return []
+    cols = {}
+    for metric, op, label in (("ops_per_s", "all", "commits/s"),
+                              ("fairness_share_ratio", "all", "share max/min"),
+                              ("latency_p99.9_ms", "transaction", "p99.9 ms"),
+                              ("latency_max_ms", "transaction", "max ms")):
+        table = medians(s, "agent-write", metric, op)
+        for config, mode in zip(pair, ("fair", "stock"), strict=True):
+            cols[f"{label} {mode}"] = table.loc[config]
+    table = pd.DataFrame(cols)
+    table.insert(2, "fair/stock", table["commits/s fair"] / table["commits/s stock"])
+    lines = ["**agent-write: fair hand-off (sqlite-wal) against the stock busy handler "
+             "(sqlite-wal-stock)** (medians)\n",
+             "| agents | " + " | ".join(table.columns) + " |",
+             "|---|" + "---|" * len(table.columns)]
+    for agents, row in table.iterrows():
+        cells = [f"{v:,.0f}" if v >= 100 else f"{v:,.2f}" if v < 10 else f"{v:,.1f}"
+                 for v in row]
+        lines.append(f"| {agents} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines

@@ -1,0 +1,112 @@
+"""Execute the notebooks for a run and write an HTML report: a build output.
+
+The notebooks are the jupytext py:percent sources in notebooks/ (one source each). Each is
+read with jupytext, gets a papermill-style parameters cell, and runs headless with
+nbclient in a kernel whose working directory is notebooks/ and whose PYTHONPATH starts at
+the repository root (bench is not installed). The executed notebooks, their HTML and the
+charts go to build/report/<run_id>/, which git ignores.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+from bench import ROOT
+from bench.harness import results
+from bench.harness.workloads import WORKLOADS
+
+NOTEBOOKS = ROOT / "notebooks"
+REPORTS = ROOT / "build" / "report"
+# A notebook charts a workload; a run without it gets a note instead of empty charts.
+NEEDS = {book: w.name for w in WORKLOADS.values() for book in w.notebooks}
+
+
+def sources(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The notebook sources, in report order."""
+    return sorted(folder.glob("[0-9][0-9]-*.py"))
+
+
+def _inject(nb: nbformat.NotebookNode, params: Mapping[str, object]) -> None:
+    code = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(code, metadata={"tags": ["injected-parameters"]})
+    for i, existing in enumerate(nb.cells):
+        if "parameters" in existing.get("metadata", {}).get("tags", []):
+            nb.cells.insert(i + 1, cell)
+            return
+    nb.cells.insert(0, cell)
+
+
+def kernel_env() -> dict[str, str]:
+    """The report's environment with the repository root first on PYTHONPATH."""
+    path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+
+
+def execute_notebook(path: Path, out_dir: Path, params: Mapping[str, object],
+                     timeout: int = 600) -> Path:
+    nb = jupytext.read(path)
+    _inject(nb, params)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    client.execute(env=kernel_env())
+    target = out_dir / f"{path.stem}.ipynb"
+    nbformat.write(nb, target)
+    return target
+
+
+def to_html(notebook: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    target = notebook.with_suffix(".html")
+    target.write_text(body)
+    return target
+
+
+def build_report(run_id: str | None = None, results_dir: Path | None = None,
+                 notebooks: Path = NOTEBOOKS, output: Path | None = None,
+                 save_charts: bool = False) -> Path:
+    """Run every notebook for a run; returns the report's index.html.
+
+    save_charts also copies the charts (and claims.csv) into the run's own charts/ folder,
+    to commit them with a reference run on purpose.
+    """
+    run = results.load(run_id, results_dir)
+    out_dir = output or REPORTS / run.run_id
+    charts = out_dir / "charts"
+    charts.mkdir(parents=True, exist_ok=True)
+    params = {"RUN_ID": run.run_id, "RESULTS_DIR": str(run.path.parent),
+              "OUTPUT_DIR": str(charts)}
+    pages = []
+    skipped = []
+    workloads = set(run.summary["workload"])
+    for path in sources(notebooks):
+        needed = NEEDS.get(path.stem)
+        if needed is not None and needed not in workloads:
+            skipped.append(f"{path.stem} (this run has no {needed} workload)")
+            continue
+        executed = execute_notebook(path, out_dir, params)
+        pages.append(to_html(executed))
+    links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
+    links += "".join(f"<li>not run: {html.escape(s)}</li>" for s in skipped)
+    images = "\n".join(f'<img src="charts/{c.name}" style="max-width:100%">'
+                       for c in sorted(charts.glob("00-*.png")))
+    index = out_dir / "index.html"
+    index.write_text(
+        f"<html><head><meta charset='utf-8'><title>storekit run {run.run_id}</title></head>"
+        f"<body><h1>SQLite or PostgreSQL: run {run.run_id}</h1><ul>{links}</ul>{images}"
+        "</body></html>")
+    if save_charts:
+        (run.path / "charts").mkdir(exist_ok=True)
+        for chart in charts.iterdir():
+            shutil.copy2(chart, run.path / "charts" / chart.name)
+    return index

@@ -1,0 +1,1 @@
+"""The harness core: configs, workloads, agents, the runner, metrics and result files."""

@@ -1,0 +1,1 @@
+"""One-off measurements outside the agent workloads; each writes JSON under results/extras/."""
