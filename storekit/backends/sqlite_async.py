@@ -290,6 +290,8 @@ class AsyncSqliteBackend:
                 c.conn.interrupt()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait((fut,), timeout=0.05)
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the interruption is the expected outcome
             if c is self._w and self._write_tx and not c.conn.in_transaction:
                 self._tx_lost = True
             raise
@@ -349,9 +351,8 @@ class AsyncSqliteBackend:
         return fut.result()
 
     def _after_abandoned(self, leased: bool | None, fut: asyncio.Future[Any]) -> None:
-        held = leased
-        if held is None:
-            held = not fut.cancelled() and fut.exception() is None and fut.result() is True
+        failed = fut.cancelled() or fut.exception() is not None
+        held = leased if leased is not None else not failed and fut.result() is True
         self._let_go(hand_over=held)
 
     def _let_go(self, *, hand_over: bool = False) -> None:

@@ -149,7 +149,8 @@ async def test_url_resolution_options_and_masking(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("STOREKIT_DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     async with await aio.create_database() as db:
-        assert db.backend == "sqlite" and db.settings["path"] == "storekit.db"
+        assert db.backend == "sqlite"
+        assert db.settings["path"] == "storekit.db"
         assert db.settings["busy_timeout"] == 5000
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     async with await aio.create_database(busy_timeout_ms=123) as db:
@@ -161,12 +162,14 @@ async def test_url_resolution_options_and_masking(monkeypatch: pytest.MonkeyPatc
     bad = DatabaseURL.parse(storekit_postgres_url).replace(username="nobody", password=secret)
     with pytest.raises(storekit.DatabaseUnavailable) as info:
         await aio.create_database(bad.render(mask=False))
-    assert secret not in str(info.value) and secret not in repr(info.value)
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value)
     async with await aio.create_database(storekit_postgres_url) as db:
         assert "postgres" in repr(db)
         url = DatabaseURL.parse(storekit_postgres_url)
         if url.password:
-            assert url.password not in repr(db) and url.password not in db.url
+            assert url.password not in repr(db)
+            assert url.password not in db.url
     async with await aio.create_memory_database() as mem:
         await mem.exec("CREATE TABLE m (x)")
         await mem.run("INSERT INTO m VALUES (1)")
@@ -213,7 +216,8 @@ async def test_notify_across_processes(store_url: str) -> None:
             async with db.listen("from_sync") as sub:
                 go.set()
                 note = await sub.get(timeout=60)
-                assert note is not None and note.json() == {"hello": 1}
+                assert note is not None
+                assert note.json() == {"hello": 1}
                 assert await sub.get(timeout=0.05) is None
     finally:
         for p in (listener, notifier):
