@@ -3,6 +3,8 @@
 - `storekit_postgres_server` / `storekit_postgres_url`: one throwaway server per session.
 - `store_url`: a clean database URL, parametrized over SQLite and PostgreSQL.
 - `store`: an open Database on that URL, closed after the test.
+- `astore`: the same as a storekit.aio AsyncDatabase, for async tests run by anyio's
+  pytest plugin (`pip install anyio`; mark the test `@pytest.mark.anyio`).
 
 Each PostgreSQL test gets its own schema (dropped afterwards), which isolates tables as a
 fresh database would, at a fraction of the cost. With CI=true a missing server fails the
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,18 @@ def store(store_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@pytest.fixture
+async def astore(store_url: str, anyio_backend: Any) -> AsyncIterator[Any]:
+    """An open storekit.aio.AsyncDatabase on store_url, closed after the test (asyncio)."""
+    from storekit import aio
+
+    db = await aio.create_database(store_url)
+    try:
+        yield db
+    finally:
+        await db.close()
 
 
 def pytest_configure(config: Any) -> None:

@@ -338,12 +338,18 @@ class PostgresBackend:
     def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
                      sqlite: SqliteOptions | None, busy_timeout_ms: int | None
                      ) -> PostgresBackend:
-        """create_database's options: sqlite= is SQLite's, refused here."""
+        return cls(url, cls.options_from(pool=pool, sqlite=sqlite,
+                                         busy_timeout_ms=busy_timeout_ms))
+
+    @staticmethod
+    def options_from(*, pool: PoolOptions | None, sqlite: SqliteOptions | None,
+                     busy_timeout_ms: int | None) -> PoolOptions | None:
+        """create_database's options (sync and async): sqlite= is SQLite's, refused."""
         if sqlite is not None:
             raise ConfigurationError("sqlite= applies to SQLite; this URL is PostgreSQL")
         if busy_timeout_ms is not None:
             pool = dataclasses.replace(pool or PoolOptions(), busy_timeout_ms=busy_timeout_ms)
-        return cls(url, pool)
+        return pool
 
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         self.url = url

@@ -294,13 +294,19 @@ class SqliteBackend:
     def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
                      sqlite: SqliteOptions | None, busy_timeout_ms: int | None
                      ) -> SqliteBackend:
-        """create_database's options: pool= is PostgreSQL's, refused here."""
+        return cls(url, cls.options_from(pool=pool, sqlite=sqlite,
+                                         busy_timeout_ms=busy_timeout_ms))
+
+    @staticmethod
+    def options_from(*, pool: PoolOptions | None, sqlite: SqliteOptions | None,
+                     busy_timeout_ms: int | None) -> SqliteOptions | None:
+        """create_database's options (sync and async): pool= is PostgreSQL's, refused."""
         if pool is not None:
             raise ConfigurationError("pool= applies to PostgreSQL; this URL is SQLite")
         if busy_timeout_ms is not None:
             sqlite = dataclasses.replace(sqlite or SqliteOptions(),
                                          busy_timeout_ms=busy_timeout_ms)
-        return cls(url, sqlite)
+        return sqlite
 
     def __init__(self, url: DatabaseURL, options: SqliteOptions | None = None) -> None:
         self.url = url

@@ -1,0 +1,440 @@
+"""storekit.aio: the Database API for asyncio, without blocking the event loop.
+
+The same names as storekit.Database, awaited. The facade mirrors database.py: a call
+first asks whether this task is inside a transaction (a ContextVar per database, where
+the sync API uses a thread-local) and joins it, else the backend runs it on its own.
+URL resolution, options, placeholder translation, the error tree and masking are the
+sync API's own modules; only the driver calls differ (backends/*_async.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import importlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeVar
+
+from storekit.backends.base import (
+    Capabilities,
+    PoolOptions,
+    Row,
+    RunResult,
+    SqliteOptions,
+    isolation_level,
+)
+from storekit.database import RETRY_BASE_S, RETRY_CAP_S
+from storekit.errors import (
+    BAD_INPUT,
+    RETRYABLE,
+    ConfigurationError,
+    StoreError,
+    from_bad_input,
+)
+from storekit.params import Params
+from storekit.url import DatabaseURL, resolve_url
+
+if TYPE_CHECKING:
+    from storekit.aio_notify import AsyncSubscription
+
+__all__ = [
+    "AsyncDatabase",
+    "AsyncTransaction",
+    "create_database",
+    "create_memory_database",
+    "open_database",
+]
+
+# Imported on first use, as database.BACKENDS: psycopg only for PostgreSQL.
+ASYNC_BACKENDS = {
+    "sqlite": "storekit.backends.sqlite.aio:AsyncSqliteBackend",
+    "postgres": "storekit.backends.postgres.aio:AsyncPostgresBackend",
+}
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class AsyncHandle(Protocol):
+    """One connection, held for the length of a transaction."""
+
+    async def run(self, sql: str, params: Params = None) -> RunResult: ...
+    async def get(self, sql: str, params: Params = None) -> Row | None: ...
+    async def all(self, sql: str, params: Params = None) -> list[Row]: ...
+    def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]: ...
+    async def run_many(self, sql: str,
+                       seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int: ...
+    async def exec(self, script: str) -> None: ...
+
+
+class AsyncBackend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def run(self, sql: str, params: Params = None) -> RunResult: ...
+    async def get(self, sql: str, params: Params = None) -> Row | None: ...
+    async def all(self, sql: str, params: Params = None) -> list[Row]: ...
+    def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]: ...
+    async def exec(self, script: str) -> None: ...
+    def settings(self) -> dict[str, Any]: ...
+    async def begin(self, *, readonly: bool, team_id: Any = None,
+                    isolation: str = "serializable") -> AsyncHandle: ...
+    async def finish(self, handle: Any, *, commit: bool) -> None: ...
+    async def savepoint(self, handle: Any, name: str) -> None: ...
+    async def release(self, handle: Any, name: str, *, commit: bool) -> None: ...
+    async def notify(self, db: Any, channel: str, text: str) -> None: ...
+    async def listener(self, db: Any, sub: Any) -> Any: ...
+    async def close(self) -> None: ...
+
+
+def _checked(method: Callable[P, T]) -> Callable[P, T]:
+    """A wrong argument type deep inside a feature method raises ProgrammingError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    return wrapper
+
+
+class _Closed:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError(f"the database {self._url} is closed")
+
+
+class AsyncTransaction:
+    """A unit of work on one connection, for one task. Nested use becomes a SAVEPOINT."""
+
+    def __init__(self, db: AsyncDatabase, *, readonly: bool = False, team_id: Any = None,
+                 isolation: str | None = None) -> None:
+        self._db = db
+        self._readonly = readonly
+        self._team_id = team_id
+        self._isolation = isolation
+        self._handle: AsyncHandle | None = None
+        self._savepoint: str | None = None
+        self._outer: AsyncTransaction | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cursors: list[Any] | None = None  # of iter() generators not yet finished
+
+    async def __aenter__(self) -> AsyncTransaction:
+        db = self._db
+        if self._handle is not None:
+            raise StoreError("this transaction is already active; create a new one")
+        outer = db._joined()
+        if outer is not None:
+            if self._team_id is not None and self._team_id != outer._team_id:
+                raise ConfigurationError("a nested transaction cannot change the team scope")
+            if self._readonly and not outer._readonly:
+                raise ConfigurationError(
+                    "a read-only transaction cannot nest inside a write transaction: its "
+                    "writes would not be refused")
+            if self._isolation is not None and self._isolation != outer._isolation:
+                raise ConfigurationError(
+                    f"a nested transaction cannot change the isolation level "
+                    f"({outer._isolation} -> {self._isolation})")
+            assert outer._handle is not None
+            db._savepoints += 1
+            name = f"storekit_sp_{db._savepoints}"
+            await db._backend.savepoint(outer._handle, name)
+            self._isolation, self._team_id = outer._isolation, outer._team_id
+            self._savepoint, self._handle = name, outer._handle
+        else:
+            if self._isolation is None:
+                self._isolation = db.isolation
+            self._handle = await db._backend.begin(
+                readonly=self._readonly, team_id=self._team_id, isolation=self._isolation)
+        self._outer = outer
+        self._task = asyncio.current_task()
+        db._tx.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        db = self._db
+        db._tx.set(self._outer)
+        handle = self._handle
+        if handle is None:
+            raise StoreError("the transaction is not active; use it inside its with block")
+        self._handle = None  # iter() generators check this before touching the connection
+        commit = exc_type is None
+        try:
+            if self._cursors is not None:
+                await self._close_cursors()
+        except BaseException:
+            commit = False
+            raise
+        finally:
+            # A cancelled task rolls back here: the backends finish without giving the
+            # connection away half-done even if this await is cancelled again.
+            if self._savepoint is not None:
+                await db._backend.release(handle, self._savepoint, commit=commit)
+            else:
+                await db._backend.finish(handle, commit=commit)
+
+    def _opened(self, cursor: Any) -> None:
+        if self._cursors is None:
+            self._cursors = []
+        self._cursors.append(cursor)
+
+    async def _close_cursors(self) -> None:
+        cursors, self._cursors = self._cursors or [], None
+        for cursor in cursors:
+            # The transaction must still end; a broken connection shows at COMMIT/ROLLBACK.
+            with contextlib.suppress(Exception):
+                result = cursor.close()
+                if isinstance(result, Awaitable):
+                    await result
+
+    def _h(self) -> AsyncHandle:
+        if self._handle is None:
+            raise StoreError("the transaction is not active; use it inside its with block")
+        return self._handle
+
+    @property
+    def team_id(self) -> Any:
+        return self._team_id
+
+    @property
+    def isolation(self) -> str | None:
+        return self._isolation
+
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        return await self._h().run(sql, params)
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        return await self._h().get(sql, params)
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        return await self._h().all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
+        """Rows lazily; consuming them after the transaction ended raises StoreError."""
+        return self._h().iter(sql, params, self)
+
+    async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        return await self._h().run_many(sql, seq)
+
+    async def exec(self, script: str) -> None:
+        await self._h().exec(script)
+
+
+class AsyncDatabase:
+    """One store, shared safely by the tasks of an event loop."""
+
+    def __init__(self, url: DatabaseURL, backend: AsyncBackend,
+                 isolation: str = "serializable") -> None:
+        self._url = url
+        self._backend: AsyncBackend = backend
+        self.isolation = isolation_level(isolation) or "serializable"
+        self._tx: contextvars.ContextVar[AsyncTransaction | None] = contextvars.ContextVar(
+            "storekit_aio_tx", default=None)
+        self._savepoints = 0
+
+    @property
+    def backend(self) -> str:
+        return self._url.backend
+
+    @property
+    def url(self) -> str:
+        return str(self._url)
+
+    def reveal_url(self) -> DatabaseURL:
+        """The URL with its secrets, for the caller who owns them (as Database.reveal_url)."""
+        return self._url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._backend.capabilities
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self._backend.settings()
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._backend, _Closed)
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<storekit.aio.AsyncDatabase {self.backend} {self.url}{state}>"
+
+    def _joined(self) -> AsyncTransaction | None:
+        """This task's transaction. A task started inside one inherits the ContextVar but
+        not the transaction: it works on its own, as another thread does in the sync API."""
+        tx = self._tx.get()
+        if tx is not None and tx._task is not asyncio.current_task():
+            return None
+        return tx
+
+    # Data methods: inside a transaction of this task, they join it.
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        tx = self._joined()
+        return await (tx or self._backend).run(sql, params)
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        tx = self._joined()
+        return await (tx or self._backend).get(sql, params)
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        tx = self._joined()
+        return await (tx or self._backend).all(sql, params)
+
+    def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
+        tx = self._joined()
+        return (tx or self._backend).iter(sql, params)
+
+    async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        """All rows in one transaction: a batch commits whole or not at all."""
+        tx = self._joined()
+        if tx is not None:
+            return await tx.run_many(sql, seq)
+        async with self.transaction() as batch:
+            return await batch.run_many(sql, seq)
+
+    async def exec(self, script: str) -> None:
+        tx = self._joined()
+        await (tx or self._backend).exec(script)
+
+    @_checked
+    def transaction(self, *, readonly: bool = False, team_id: Any = None,
+                    isolation: str | None = None) -> AsyncTransaction:
+        """`async with db.transaction() as tx:` commits on normal exit and rolls back on an
+        exception or cancellation. The rules are Database.transaction's."""
+        self._backend.capabilities  # noqa: B018 - raises on a closed database
+        if not isinstance(readonly, bool):
+            raise ConfigurationError(f"readonly must be True or False, not {readonly!r}")
+        return AsyncTransaction(self, readonly=readonly, team_id=team_id,
+                                isolation=isolation_level(isolation))
+
+    @_checked
+    def scope(self, *, team_id: Any) -> AsyncTransaction:
+        """A transaction in which row-level security sees only this team's rows."""
+        return self.transaction(team_id=team_id)
+
+    async def atomic(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        retries: int = 10,
+        isolation: str | None = None,
+        readonly: bool = False,
+        team_id: Any = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run `await fn(tx, *args, **kwargs)` in a transaction and return its result,
+        running it again after TransactionConflict or BusyError: Database.atomic's rules."""
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
+        if self._joined() is not None:
+            async with self.transaction(readonly=readonly, team_id=team_id,
+                                        isolation=isolation) as tx:
+                return await fn(tx, *args, **kwargs)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.transaction(readonly=readonly, team_id=team_id,
+                                            isolation=isolation) as tx:
+                    return await fn(tx, *args, **kwargs)
+            except RETRYABLE as exc:
+                if attempt > retries:
+                    exc.args = (f"{exc} (gave up after {attempt} attempts)", *exc.args[1:])
+                    raise
+            await asyncio.sleep(
+                random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(attempt, 32))))
+
+    # Notifications: storekit.aio_notify.
+    async def notify(self, channel: str, payload: str | Mapping[str, Any] = "") -> None:
+        from storekit.aio_notify import notify
+
+        try:
+            await notify(self, channel, payload)
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    @_checked
+    def listen(self, *channels: str, poll_interval: float = 0.02) -> AsyncSubscription:
+        """`async with db.listen("ch") as sub:` then `async for note in sub` or
+        `await sub.get(timeout=...)`."""
+        from storekit.aio_notify import listen
+
+        self._backend.capabilities  # noqa: B018 - raises on a closed database
+        return listen(self, channels, poll_interval=poll_interval)
+
+    # Lifecycle.
+    async def close(self) -> None:
+        if not self.closed:
+            backend = self._backend
+            self._backend = _Closed(self.url)  # type: ignore[assignment]
+            await backend.close()
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _load_backend(name: str) -> type[Any]:
+    module_name, _, class_name = ASYNC_BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("psycopg"):
+            raise ConfigurationError(
+                "PostgreSQL support needs psycopg: pip install 'storekit[postgres]'"
+            ) from exc
+        raise
+    cls: type[Any] = getattr(module, class_name)
+    return cls
+
+
+async def create_database(
+    url: str | DatabaseURL | None = None,
+    *,
+    pool: PoolOptions | None = None,
+    sqlite: SqliteOptions | None = None,
+    isolation: str = "serializable",
+    busy_timeout_ms: int | None = None,
+) -> AsyncDatabase:
+    """Open the database a URL names: the argument, else STOREKIT_DATABASE_URL, else
+    DATABASE_URL, else the SQLite file ./storekit.db (storekit.create_database's rules)."""
+    level = isolation_level(isolation) or "serializable"
+    parsed = resolve_url(url)
+    backend_cls = _load_backend(parsed.backend)
+    options = backend_cls.options_from(pool=pool, sqlite=sqlite,
+                                       busy_timeout_ms=busy_timeout_ms)
+    backend = await backend_cls.open(parsed, options)
+    return AsyncDatabase(parsed, backend, level)
+
+
+async def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None,
+                        isolation: str = "serializable",
+                        busy_timeout_ms: int | None = None) -> AsyncDatabase:
+    """Open (or create) a SQLite file; missing parent folders are created."""
+    return await create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite,
+                                 isolation=isolation, busy_timeout_ms=busy_timeout_ms)
+
+
+async def create_memory_database(*, sqlite: SqliteOptions | None = None,
+                                 isolation: str = "serializable",
+                                 busy_timeout_ms: int | None = None) -> AsyncDatabase:
+    """A private in-memory SQLite database; it never touches the disk."""
+    return await create_database(DatabaseURL("sqlite", database=":memory:"), sqlite=sqlite,
+                                 isolation=isolation, busy_timeout_ms=busy_timeout_ms)

@@ -1,0 +1,365 @@
+"""PostgreSQL for storekit.aio: psycopg's AsyncConnection and AsyncConnectionPool.
+
+The sync backend's rules, awaited: pooled connections in autocommit with BEGIN/COMMIT
+sent by storekit, serializable by default, lock_timeout from busy_timeout_ms, the scope
+key registered as each connection opens, and the session reset (RESET_SESSION) before a
+connection goes back to the pool. A task cancelled mid-statement: psycopg cancels the
+query on the server; storekit then rolls back and resets, and should that be cancelled
+too, the connection is closed rather than returned half reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+
+from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
+from storekit.backends.postgres.backend import (
+    _BEGIN,
+    _IDLE,
+    _IN_ERROR,
+    _RESETTABLE,
+    _SCOPE_SCHEMAS,
+    ADAPTERS,
+    RESET_SESSION,
+    SETTINGS_SHOWN,
+    PostgresBackend,
+    _cursor_names,
+    check_options,
+    connect_timeout,
+)
+from storekit.errors import (
+    BAD_INPUT,
+    RETRYABLE,
+    DatabaseUnavailable,
+    OperationalError,
+    PoolTimeout,
+    ProgrammingError,
+    StoreError,
+    ended,
+    from_bad_input,
+    from_psycopg,
+)
+from storekit.params import Params, check_params, check_sql_text, translate
+from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
+from storekit.url import DatabaseURL
+
+AConn = psycopg.AsyncConnection[Row]
+
+
+async def _execute(conn: AConn, sql: str, params: Params, how: str) -> Any:
+    try:
+        t = translate(sql, "postgres")
+        cur = await conn.execute(t.sql, check_params(t, params))
+        if how == "get":
+            return await cur.fetchone()
+        if how == "all":
+            return await cur.fetchall()
+        if t.returning and cur.description is not None:
+            row = await cur.fetchone()
+            return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+        return RunResult(cur.rowcount, None)
+    except psycopg.Error as exc:
+        raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+
+
+async def _script(conn: AConn, script: str) -> None:
+    try:
+        if not isinstance(script, str):
+            raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
+        check_sql_text(script)
+        await conn.execute(script)  # no parameters: the simple protocol runs many statements
+    except psycopg.Error as exc:
+        raise from_psycopg(exc) from exc
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+
+
+class AsyncPgHandle:
+    """Data methods on one connection, held for a transaction."""
+
+    __slots__ = ("conn", "failed", "readonly")
+
+    def __init__(self, conn: AConn, readonly: bool = False) -> None:
+        self.conn = conn
+        self.readonly = readonly
+        self.failed: StoreError | None = None  # see PgHandle.failed
+
+    async def _do(self, sql: str, params: Params, how: str) -> Any:
+        try:
+            return await _execute(self.conn, sql, params, how)
+        except StoreError as exc:
+            self.failed = exc
+            raise
+
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        result: RunResult = await self._do(sql, params, "run")
+        return result
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        row: Row | None = await self._do(sql, params, "get")
+        return row
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        rows: list[Row] = await self._do(sql, params, "all")
+        return rows
+
+    async def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]:
+        """Stream through a server-side cursor (closed by the transaction's end)."""
+        if tx is not None and tx._handle is None:
+            raise ended()
+        try:
+            t = translate(sql, "postgres")
+            values = check_params(t, params)
+            async with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
+                if tx is not None:
+                    tx._opened(cur)
+                await cur.execute(t.sql, values)
+                while True:
+                    if tx is not None and tx._handle is None:
+                        raise ended()
+                    batch = await cur.fetchmany(2000)
+                    if not batch:
+                        return
+                    for row in batch:
+                        if tx is not None and tx._handle is None:
+                            raise ended()
+                        yield row
+        except psycopg.Error as exc:
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        try:
+            t = translate(sql, "postgres")
+            async with self.conn.cursor() as cur:
+                await cur.executemany(t.sql, [check_params(t, p) for p in seq])
+                return cur.rowcount
+        except psycopg.Error as exc:
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    async def exec(self, script: str) -> None:
+        try:
+            await _script(self.conn, script)
+        except StoreError as exc:
+            self.failed = exc
+            raise
+
+
+class AsyncPostgresBackend:
+    name = "postgres"
+    options_from = staticmethod(PostgresBackend.options_from)
+
+    @classmethod
+    async def open(cls, url: DatabaseURL, pool: PoolOptions | None) -> AsyncPostgresBackend:
+        self = cls(url, pool)
+        await self._start()
+        return self
+
+    def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
+        self.url = url
+        self.pool_options = o = pool or PoolOptions()
+        check_options(url)
+        self._scope_key = secrets.token_bytes(32)  # see storekit/rls.py
+        self._session_settings = f"SET lock_timeout = {max(1, o.busy_timeout_ms)}"
+        self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
+        self._conninfo = url.conninfo()
+        self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
+                                        "context": ADAPTERS, **connect_timeout(url, o)}
+        self._discarding: set[asyncio.Task[None]] = set()
+        self._server_settings: dict[str, Any] = {}
+
+    async def _start(self) -> None:
+        o = self.pool_options
+        try:
+            probe = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self.url}: {from_psycopg(exc)}"
+            ) from exc
+        async with probe:
+            names = ", ".join(f"'{name}'" for name in SETTINGS_SHOWN)
+            cur = await probe.execute(
+                f"SELECT name, setting, unit FROM pg_settings WHERE name IN ({names})")
+            self._server_settings = {
+                r["name"]: r["setting"] + r["unit"] if r["unit"] else r["setting"]
+                for r in await cur.fetchall()}
+        self._pool: psycopg_pool.AsyncConnectionPool[AConn] = psycopg_pool.AsyncConnectionPool(
+            self._conninfo, kwargs=self._kwargs, min_size=o.min_size, max_size=o.max_size,
+            max_idle=o.max_idle, timeout=o.timeout, reconnect_timeout=2.0,
+            configure=self._configure, open=False, name="storekit-aio")
+        try:
+            await self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            await self._pool.close()
+            raise DatabaseUnavailable(f"PostgreSQL pool could not open at {self.url}") from exc
+        self.capabilities = Capabilities(
+            concurrent_writers=True, network=True, listen_notify="native",
+            row_level_security=True, jsonb=True, full_text="tsvector",
+            server_version=str(self._server_settings.get("server_version", "")))
+
+    async def _configure(self, conn: AConn) -> None:
+        """A new pooled connection: its session settings and this Database's scope key."""
+        await conn.execute(self._session_settings)
+        cur = await conn.execute(_SCOPE_SCHEMAS)
+        schemas = [r["s"] for r in await cur.fetchall()]
+        if schemas:
+            calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)
+            await conn.execute(f"SELECT {calls}", [self._scope_key] * len(schemas))
+
+    async def _reachable(self) -> bool:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=1)
+        except psycopg.Error:
+            return False
+        await conn.close()
+        return True
+
+    async def _getconn(self) -> AConn:
+        """As the sync backend: a down server raises DatabaseUnavailable within a second,
+        a busy pool PoolTimeout after the configured timeout."""
+        timeout = self.pool_options.timeout
+        first = min(1.0, timeout)
+        try:
+            return await self._pool.getconn(timeout=first)
+        except psycopg_pool.PoolTimeout:
+            pass
+        if not await self._reachable():
+            raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
+        try:
+            return await self._pool.getconn(timeout=max(0.001, timeout - first))
+        except psycopg_pool.PoolTimeout as exc:
+            raise PoolTimeout(
+                f"no PostgreSQL connection free within {timeout:g} s "
+                f"(max_size={self.pool_options.max_size}) at {self.url}") from exc
+
+    async def _putconn(self, conn: AConn) -> None:
+        """Reset the session, then give the connection back. Interrupted (a second
+        cancellation), the connection is closed instead, and returned by a task."""
+        try:
+            status = conn.pgconn.transaction_status
+            if status in _RESETTABLE:
+                try:
+                    if status != _IDLE:
+                        await conn.rollback()
+                    await conn.execute(self._reset_session)
+                except psycopg.Error:
+                    await conn.close()  # the pool replaces a closed connection
+            await self._pool.putconn(conn)
+        except BaseException:
+            conn.pgconn.finish()  # half reset: nobody may borrow it
+            task = asyncio.get_running_loop().create_task(self._pool.putconn(conn))
+            self._discarding.add(task)
+            task.add_done_callback(self._discarding.discard)
+            raise
+
+    async def _autocommit(self, sql: str, params: Params, how: str) -> Any:
+        conn = await self._getconn()
+        try:
+            return await _execute(conn, sql, params, how)
+        finally:
+            await self._putconn(conn)
+
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        result: RunResult = await self._autocommit(sql, params, "run")
+        return result
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        row: Row | None = await self._autocommit(sql, params, "get")
+        return row
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        rows: list[Row] = await self._autocommit(sql, params, "all")
+        return rows
+
+    async def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
+        # One statement on one snapshot: no anomaly to prevent, and never a conflict.
+        handle = await self.begin(readonly=True, isolation="repeatable read")
+        ok = False
+        try:
+            async for row in handle.iter(sql, params):
+                yield row
+            ok = True
+        finally:
+            await self.finish(handle, commit=ok)
+
+    async def exec(self, script: str) -> None:
+        conn = await self._getconn()
+        try:
+            await _script(conn, script)
+        finally:
+            await self._putconn(conn)
+
+    async def begin(self, *, readonly: bool, team_id: Any = None,
+                    isolation: str = "serializable") -> AsyncPgHandle:
+        conn = await self._getconn()
+        handle = AsyncPgHandle(conn, readonly)
+        try:
+            await handle.exec(_BEGIN[isolation, readonly])
+            if team_id is not None:
+                team = str(team_id)
+                await handle.get(f"SELECT set_config('{SETTING}', ?, true),"
+                                 f" set_config('{TOKEN_SETTING}', ?, true)",
+                                 (team, scope_token(self._scope_key, team)))
+        except BaseException:
+            await self._putconn(conn)
+            raise
+        return handle
+
+    async def finish(self, handle: Any, *, commit: bool) -> None:
+        try:
+            if (commit and not handle.readonly
+                    and handle.conn.info.transaction_status == _IN_ERROR):
+                await handle.exec("ROLLBACK")
+                failed = handle.failed
+                cls = type(failed) if isinstance(failed, RETRYABLE) else OperationalError
+                raise cls(
+                    "the transaction was aborted by an earlier error (caught inside the"
+                    " block) and has been rolled back; nothing was committed"
+                    + (f" (it was: {failed})" if failed is not None else "")) from failed
+            await handle.exec("COMMIT" if commit else "ROLLBACK")
+        finally:
+            await self._putconn(handle.conn)
+
+    async def savepoint(self, handle: Any, name: str) -> None:
+        await handle.exec(f"SAVEPOINT {name}")
+
+    async def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if not commit:
+            await handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
+        await handle.exec(f"RELEASE SAVEPOINT {name}")
+
+    def settings(self) -> dict[str, Any]:
+        o = self.pool_options
+        return {**self._server_settings, "lock_timeout": f"{o.busy_timeout_ms}ms",
+                "pool_min_size": o.min_size, "pool_max_size": o.max_size,
+                "pool_max_idle": o.max_idle, "pool_timeout": o.timeout, "url": str(self.url)}
+
+    async def notify(self, db: Any, channel: str, text: str) -> None:
+        from storekit.backends.postgres.aio_listen import notify
+
+        await notify(db, channel, text)
+
+    async def listener(self, db: Any, sub: Any) -> Any:
+        from storekit.backends.postgres.aio_listen import PostgresListener
+
+        return PostgresListener(sub, db.reveal_url().conninfo())
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._discarding)
+        await self._pool.close()

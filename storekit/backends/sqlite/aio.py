@@ -1,0 +1,610 @@
+"""SQLite for storekit.aio: short statements on the event loop, the rest off it.
+
+A thread hop per call costs tens of microseconds (aiosqlite's 150x the sync call), so
+statements run on the loop, and only what may wait or run long leaves it:
+
+- Reads run under a budget: sqlite3's progress handler interrupts one that runs past
+  BUDGET_S, and it runs again in a worker thread (an interrupted read changed nothing;
+  an interrupted autocommit write was rolled back whole).
+- SQLite's busy handler would sleep on the loop, so these connections have busy_timeout
+  0; a statement that meets SQLITE_BUSY (BEGIN IMMEDIATE behind another program's writer,
+  a WAL recovery) runs again in a thread with the configured timeout.
+- Tasks queue for the write connection in arrival order (_Fifo, an asyncio FIFO). The
+  process's cross-process turn (writelock.WriteLease) is taken on the loop when the
+  process holds it, else awaited from a thread; checkpoints run in a thread while the
+  turn is held, as the sync backend runs them in the committer's thread.
+- A write inside an explicit transaction cannot be interrupted (SQLite rolls back the
+  whole transaction), so it runs on the loop; a statement that once took longer than
+  the budget runs in a thread from then on. Scripts and run_many always run in a thread.
+
+A thread is never left using a connection someone else gets next: a cancelled task
+interrupts its thread's statement and waits for it, and a cancelled wait for the turn
+or a checkpoint gives the write lock back only when its thread is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+import sqlite3
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from storekit.backends.base import Row, RunResult, SqliteOptions
+from storekit.backends.sqlite.backend import SqliteBackend, SqliteHandle
+from storekit.backends.sqlite.converters import convert
+from storekit.errors import (
+    BAD_INPUT,
+    BusyError,
+    OperationalError,
+    StoreError,
+    ended,
+    from_bad_input,
+    from_sqlite,
+)
+from storekit.params import Params, sqlite_values, translate
+from storekit.url import DatabaseURL
+
+BUDGET_S = 0.002  # a statement on the loop is interrupted after this long
+PROGRESS_OPS = 1000  # VM instructions between two looks at the clock (tens of us)
+BATCH = 1000  # iter(): rows per fetch
+# A write in a transaction that ran past the budget this many times runs in a thread,
+# until a run there shows it is fast again (one slow run may be the machine's load).
+SLOW_STRIKES = 2
+_INF = float("inf")
+_RERUN = (5, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
+_WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
+_AGAIN: Any = object()
+T = TypeVar("T")
+
+
+class _Conn:
+    """A connection and the deadline its progress handler enforces (inf: none)."""
+
+    __slots__ = ("__weakref__", "budget_end", "conn", "handle")
+
+    def __init__(self, handle: SqliteHandle) -> None:
+        self.handle = handle
+        self.conn = handle.conn
+        self.budget_end = _INF
+        now = time.monotonic
+        handle.conn.set_progress_handler(lambda: now() > self.budget_end, PROGRESS_OPS)
+        handle.conn.execute("PRAGMA busy_timeout=0")  # waits happen in threads
+
+
+def _rerun(exc: StoreError) -> bool:
+    return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF in _RERUN
+
+
+class _Fifo:
+    """The write connection, handed to waiting tasks in arrival order (no polling).
+
+    Cancellation-safe: a cancelled waiter leaves the queue, or passes the lock on if it
+    was handed over just as it was cancelled."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    def try_acquire(self) -> bool:
+        if self._locked:
+            return False
+        self._locked = True
+        return True
+
+    async def acquire(self, timeout: float) -> bool:
+        if self.try_acquire():
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(timeout, self._expire, fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.result():
+                self.release()  # handed over as the cancellation came: pass it on
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, fut: asyncio.Future[bool]) -> None:
+        if not fut.done():
+            fut.set_result(False)
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():  # skip the cancelled and the timed out
+                fut.set_result(True)
+                return
+        self._locked = False
+
+
+class AsyncSqliteHandle:
+    """Data methods on the connection a transaction holds."""
+
+    __slots__ = ("_b", "c", "write_tx")
+
+    def __init__(self, backend: AsyncSqliteBackend, c: _Conn, write_tx: bool) -> None:
+        self._b, self.c, self.write_tx = backend, c, write_tx
+
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        b = self._b
+        return await b._stmt(self.c, self.c.handle.run, self._interruptible(sql), sql, params)
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        b = self._b
+        return await b._stmt(self.c, self.c.handle.get, self._interruptible(sql), sql, params)
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        b = self._b
+        return await b._stmt(self.c, self.c.handle.all, self._interruptible(sql), sql, params)
+
+    def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]:
+        return self._b._iter(self.c, self._interruptible(sql), sql, params, tx)
+
+    async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
+        return await self._b._off_loop(self.c, self.c.handle.run_many, sql, rows)
+
+    async def exec(self, script: str) -> None:
+        await self._b._off_loop(self.c, self.c.handle.exec, script)
+
+    def _interruptible(self, sql: str) -> bool:
+        return not self.write_tx or self._b._is_read(sql)
+
+
+class AsyncSqliteBackend:
+    name = "sqlite"
+    options_from = staticmethod(SqliteBackend.options_from)
+
+    @classmethod
+    async def open(cls, url: DatabaseURL, options: SqliteOptions | None) -> AsyncSqliteBackend:
+        # Opening sets the journal mode, which may wait for another process: in a thread.
+        sync = await _settled(asyncio.to_thread(SqliteBackend, url, options),
+                              lambda s: s.close())
+        try:
+            self = cls(sync)
+            if not sync.memory:
+                self._idle.append(await _settled(asyncio.to_thread(self._open_reader),
+                                                 self._idle.append))
+        except BaseException:
+            await asyncio.to_thread(sync.close)
+            raise
+        return self
+
+    def __init__(self, sync: SqliteBackend) -> None:
+        self._sync = sync
+        self.capabilities = sync.capabilities
+        self.memory = sync.memory
+        self.where = sync.where
+        o = sync.options
+        self._busy_ms = o.busy_timeout_ms
+        self._timeout = o.busy_timeout_ms / 1000
+        self._w = _Conn(sync._writer)
+        self._idle: list[_Conn] = []
+        self._queue = _Fifo()
+        # One thread for what runs while the write lock is held (they are serialised
+        # anyway), a few for reads that ran past the budget and outside checkpoints.
+        self._wpool = ThreadPoolExecutor(1, thread_name_prefix="storekit-aio-writer")
+        self._rpool = ThreadPoolExecutor(4, thread_name_prefix="storekit-aio-reader")
+        # Uninterruptible statements seen running past the budget, and how often.
+        self._slow: dict[str, int] = {}
+        self._reads: dict[str, bool] = {}
+        self._write_tx = False  # a write transaction is open on the writer
+        self._tx_lost = False  # SQLite rolled it back (an interrupted write): refuse the rest
+        # Without WAL or with synchronous=full a COMMIT waits for readers or the disk.
+        self._commit_off_loop = (o.synchronous.lower() in ("full", "extra")
+                                 or o.journal_mode.lower() != "wal")
+
+    def _open_reader(self) -> _Conn:
+        conn = self._sync._connect()
+        with self._sync._readers_lock:
+            self._sync._readers.append(conn)  # closed with the backend
+        return _Conn(SqliteHandle(conn, self.where, self._sync._types))
+
+    async def _reader(self) -> _Conn:
+        if self._idle:
+            return self._idle.pop()
+        c: _Conn = await _settled(asyncio.to_thread(self._open_reader), self._idle.append)
+        return c
+
+    def _is_read(self, sql: str) -> bool:
+        """A statement an interrupt cannot roll a transaction back for: a query."""
+        found = self._reads.get(sql)
+        if found is None:
+            try:
+                t = translate(sql, "sqlite")
+            except Exception:
+                return False  # the call itself raises the error
+            found = t.query and not (sql.lstrip()[:4].lower() == "with"
+                                     and _WITH_WRITE.search(sql) is not None)
+            if len(self._reads) > 4096:
+                self._reads.clear()
+            self._reads[sql] = found
+        return found
+
+    # Running a statement: on the loop under the budget, or in a thread.
+    def _try(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
+             params: Params) -> T:
+        """fn(sql, params) on the loop; _AGAIN if it must run again off the loop."""
+        start = time.monotonic()
+        if interruptible:
+            if c is self._w and self._write_tx:
+                # Describing result types creates a temporary view: a write, which an
+                # interrupt would answer by rolling back the transaction. Not timed.
+                with contextlib.suppress(Exception):
+                    c.handle._converters(translate(sql, "sqlite"))
+            c.budget_end = start + BUDGET_S
+        try:
+            return fn(sql, params)
+        except StoreError as exc:
+            if not _rerun(exc):
+                raise
+            if c is self._w and self._write_tx and not c.conn.in_transaction:
+                self._tx_lost = True
+                raise OperationalError(
+                    f"SQLite rolled the transaction back ({exc}); nothing was committed"
+                ) from exc
+            return _AGAIN  # type: ignore[no-any-return]
+        finally:
+            c.budget_end = _INF
+            if not interruptible and time.monotonic() - start > BUDGET_S:
+                if len(self._slow) > 4096:
+                    self._slow.clear()
+                self._slow[sql] = self._slow.get(sql, 0) + 1
+
+    async def _stmt(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
+                    params: Params) -> T:
+        if self._tx_lost and c is self._w:
+            raise OperationalError("the transaction was rolled back by SQLite; end it")
+        if self._slow.get(sql, 0) < SLOW_STRIKES:
+            result = self._try(c, fn, interruptible, sql, params)
+            if result is not _AGAIN:
+                return result
+            return await self._off_loop(c, fn, sql, params)
+        job = _Job()
+        result = await self._off_loop(c, fn, sql, params, job=job)
+        if job.seconds < BUDGET_S / 2:
+            self._slow.pop(sql, None)  # fast again (a load spike had marked it): on the loop
+        return result
+
+    async def _off_loop(self, c: _Conn, fn: Callable[..., T], *args: Any,
+                        job: _Job | None = None) -> T:
+        """fn(*args) in a worker thread, with the busy timeout on. Never returns while the
+        thread still uses the connection: a cancellation interrupts it and waits."""
+        job = job or _Job()
+        pool = self._wpool if c is self._w else self._rpool
+        fut = asyncio.get_running_loop().run_in_executor(
+            pool, self._in_thread, c, job, functools.partial(fn, *args))
+        try:
+            await asyncio.wait((fut,))
+        except asyncio.CancelledError:
+            job.cancelled = True
+            while not fut.done():
+                c.conn.interrupt()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((fut,), timeout=0.05)
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the interruption is the expected outcome
+            if c is self._w and self._write_tx and not c.conn.in_transaction:
+                self._tx_lost = True
+            raise
+        return fut.result()
+
+    def _in_thread(self, c: _Conn, job: _Job, call: Callable[[], T]) -> T:
+        if job.cancelled:
+            raise _Abandoned  # the caller gave up before the thread started
+        conn = c.conn
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        start = time.monotonic()
+        try:
+            return call()
+        finally:
+            job.seconds = time.monotonic() - start
+            conn.execute("PRAGMA busy_timeout=0")
+
+    def _raw(self, c: _Conn, statement: str, _params: Params = None) -> None:
+        try:
+            c.conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    # The write lock: this process's tasks in arrival order, then the cross-process turn.
+    async def _acquire_writer(self) -> None:
+        started = time.monotonic()
+        if not self._queue.try_acquire() and not await self._queue.acquire(self._timeout):
+            raise BusyError(f"waited {self._timeout:g} s for the write lock on {self.where}")
+        sync = self._sync
+        try:
+            lease = sync._lease if sync._lease_tried else sync._open_lease()
+            # With a deadline of now, acquire() only takes a turn the process holds.
+            if lease is not None and not lease.acquire(time.monotonic()):
+                ok = await self._holding(lease.acquire, started + self._timeout, leased=None)
+                if not ok:
+                    raise BusyError(f"waited {self._timeout:g} s for the write lock on "
+                                    f"{self.where} (held by another process)")
+            cp = sync._checkpoints
+            if cp is not None and cp.tail_pending:  # the short tail, in this turn
+                await self._holding(functools.partial(cp.run, in_turn=True), leased=True)
+        except _Abandoned:
+            raise asyncio.CancelledError from None
+        except BaseException:
+            self._let_go(hand_over=True)
+            raise
+
+    async def _holding(self, fn: Callable[..., Any], *args: Any, leased: bool | None) -> Any:
+        """fn(*args) in the writer's thread while this task holds the write lock. If the
+        task is cancelled, the lock is given back when the thread is done, not before
+        (leased: whether the turn is held then; None: what fn returned says)."""
+        fut = asyncio.get_running_loop().run_in_executor(self._wpool, fn, *args)
+        try:
+            await asyncio.wait((fut,))
+        except asyncio.CancelledError:
+            fut.add_done_callback(functools.partial(self._after_abandoned, leased))
+            raise _Abandoned from None
+        return fut.result()
+
+    def _after_abandoned(self, leased: bool | None, fut: asyncio.Future[Any]) -> None:
+        failed = fut.cancelled() or fut.exception() is not None
+        held = leased if leased is not None else not failed and fut.result() is True
+        self._let_go(hand_over=held)
+
+    def _let_go(self, *, hand_over: bool = False) -> None:
+        lease = self._sync._lease
+        try:
+            if lease is not None:
+                lease.release(hand_over=hand_over)
+        finally:
+            self._queue.release()
+
+    def _release_writer(self) -> None:
+        """Roll back what is left open, checkpoint when due (in a thread), give back."""
+        self._write_tx = self._tx_lost = False
+        conn = self._w.conn
+        if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+        sync = self._sync
+        cp, lease = sync._checkpoints, sync._lease
+        if cp is not None and cp.due():
+            if lease is not None and not cp.blocked and lease.others_waiting():
+                self._let_go(hand_over=True)
+                self._rpool.submit(cp.run, in_turn=False)  # while the next process writes
+                return
+            # In the turn, as SQLite would: this process's next writer waits for it.
+            fut = asyncio.get_running_loop().run_in_executor(
+                self._wpool, functools.partial(cp.run, in_turn=True))
+            fut.add_done_callback(functools.partial(self._after_abandoned, False))
+            return
+        self._let_go()
+
+    async def _hold_memory(self) -> None:
+        if not self._queue.try_acquire() and not await self._queue.acquire(self._timeout):
+            raise BusyError(f"waited {self._timeout:g} s for the {self.where}"
+                            " (another task's transaction holds it)")
+
+    # Autocommit data methods.
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        await (self._hold_memory() if self.memory else self._acquire_writer())
+        try:
+            return await self._stmt(self._w, self._w.handle.run, True, sql, params)
+        finally:
+            self._release_writer()
+
+    async def exec(self, script: str) -> None:
+        await (self._hold_memory() if self.memory else self._acquire_writer())
+        try:
+            await self._off_loop(self._w, self._w.handle.exec, script)
+        finally:
+            self._release_writer()
+
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        if self.memory:
+            return await self._memory(self._w.handle.get, sql, params)
+        c = self._idle.pop() if self._idle else await self._reader()
+        try:
+            row = self._try(c, c.handle.get, True, sql, params)
+            return row if row is not _AGAIN else await self._off_loop(c, c.handle.get, sql,
+                                                                      params)
+        finally:
+            self._idle.append(c)
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        if self.memory:
+            return await self._memory(self._w.handle.all, sql, params)
+        c = self._idle.pop() if self._idle else await self._reader()
+        try:
+            rows = self._try(c, c.handle.all, True, sql, params)
+            return rows if rows is not _AGAIN else await self._off_loop(c, c.handle.all, sql,
+                                                                        params)
+        finally:
+            self._idle.append(c)
+
+    async def _memory(self, fn: Callable[..., T], sql: str, params: Params) -> T:
+        await self._hold_memory()
+        try:
+            return await self._stmt(self._w, fn, True, sql, params)
+        finally:
+            self._queue.release()
+
+    def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
+        return self._iter(None, True, sql, params, None)
+
+    async def _iter(self, c: _Conn | None, interruptible: bool, sql: str, params: Params,
+                    tx: Any) -> AsyncIterator[Row]:
+        """The first batch on the loop (a short result needs no thread), later ones in a
+        thread: an interrupted fetch could not resume where it stopped."""
+        if tx is not None and tx._handle is None:
+            raise ended()
+        own = c is None
+        if c is None:
+            if self.memory:  # read whole under the lock, as the sync backend does
+                for row in await self.all(sql, params):
+                    yield row
+                return
+            c = await self._reader()
+        try:
+            opened = self._try(c, functools.partial(self._open_cursor, c), interruptible, sql,
+                               params)
+            if opened is _AGAIN:
+                opened = await self._off_loop(c, functools.partial(self._open_cursor, c),
+                                              sql, params)
+            cur, names, conv, batch = opened
+            if tx is not None:
+                tx._opened(cur)
+            try:
+                while batch:
+                    for values in convert(batch, conv) if conv else batch:
+                        if tx is not None and tx._handle is None:
+                            raise ended()
+                        yield dict(zip(names, values, strict=True))
+                    if len(batch) < BATCH:
+                        return
+                    if tx is not None and tx._handle is None:
+                        raise ended()
+                    batch = await self._off_loop(c, self._fetch, cur)
+            finally:
+                cur.close()  # a half-read cursor would keep the connection's snapshot open
+        finally:
+            if own:
+                self._idle.append(c)
+
+    def _open_cursor(self, c: _Conn, sql: str, params: Params) -> tuple[Any, ...]:
+        try:
+            t = translate(sql, "sqlite")
+            conv = c.handle._converters(t)
+            cur = c.conn.execute(t.sql, sqlite_values(t, params))
+            if cur.description is None:
+                return cur, [], (), []
+            return cur, [d[0] for d in cur.description], conv, cur.fetchmany(BATCH)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    def _fetch(self, cur: sqlite3.Cursor) -> list[Any]:
+        try:
+            return cur.fetchmany(BATCH)
+        except sqlite3.Error as exc:
+            raise from_sqlite(exc, self.where) from exc
+
+    # Transactions.
+    async def begin(self, *, readonly: bool, team_id: Any = None,
+                    isolation: str = "serializable") -> AsyncSqliteHandle:
+        if team_id is not None:
+            from storekit.backends.sqlite.dialect import scope_error
+
+            raise scope_error()
+        if readonly and not self.memory:
+            c = await self._reader()
+            try:
+                self._raw(c, "PRAGMA query_only=ON")  # a write fails, as on PostgreSQL
+                self._raw(c, "BEGIN DEFERRED")
+            except BaseException:
+                with contextlib.suppress(StoreError):
+                    self._raw(c, "PRAGMA query_only=OFF")
+                self._idle.append(c)
+                raise
+            return AsyncSqliteHandle(self, c, write_tx=False)
+        await (self._hold_memory() if self.memory else self._acquire_writer())
+        try:
+            # BEGIN IMMEDIATE behind another program's writer waits in a thread.
+            await self._stmt(self._w, functools.partial(self._raw, self._w), True,
+                             self._sync._begin, None)
+        except BaseException:
+            self._release_writer()
+            raise
+        self._write_tx = True
+        return AsyncSqliteHandle(self, self._w, write_tx=not readonly)
+
+    async def finish(self, handle: Any, *, commit: bool) -> None:
+        c: _Conn = handle.c
+        try:
+            if commit and c is self._w and self._tx_lost:
+                raise OperationalError("SQLite rolled this transaction back (an interrupted"
+                                       " write); nothing was committed")
+            if c.conn.in_transaction:
+                if not commit:
+                    self._raw(c, "ROLLBACK")
+                elif self._commit_off_loop:
+                    await self._off_loop(c, self._raw, c, "COMMIT")
+                else:
+                    await self._stmt(c, functools.partial(self._raw, c), True, "COMMIT", None)
+        except BaseException:
+            if c.conn.in_transaction:
+                with contextlib.suppress(StoreError):  # the first error is the one to see
+                    self._raw(c, "ROLLBACK")
+            raise
+        finally:
+            if c is self._w:
+                self._release_writer()
+            else:
+                with contextlib.suppress(StoreError):
+                    self._raw(c, "PRAGMA query_only=OFF")
+                self._idle.append(c)
+
+    async def savepoint(self, handle: Any, name: str) -> None:
+        self._raw(handle.c, f"SAVEPOINT {name}")
+
+    async def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if not commit:
+            self._raw(handle.c, f"ROLLBACK TO SAVEPOINT {name}")
+        self._raw(handle.c, f"RELEASE SAVEPOINT {name}")
+
+    def settings(self) -> dict[str, Any]:
+        found = self._sync.settings()
+        found["busy_timeout"] = self._busy_ms  # the connections' own 0 is an implementation detail
+        return found
+
+    async def notify(self, db: Any, channel: str, text: str) -> None:
+        from storekit.backends.sqlite.aio_events import notify
+
+        await notify(db, channel, text)
+
+    async def listener(self, db: Any, sub: Any) -> Any:
+        from storekit.backends.sqlite.aio_events import SqliteListener, ensure_events_table
+
+        await ensure_events_table(db)
+        return SqliteListener(sub, db)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._wpool.shutdown(wait=True)  # a checkpoint in progress finishes first
+        self._rpool.shutdown(wait=True)
+        self._sync.close()
+
+
+class _Job:
+    __slots__ = ("cancelled", "seconds")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.seconds = 0.0
+
+
+class _Abandoned(Exception):
+    """A cancelled wait whose thread runs on; it gives the write lock back itself."""
+
+
+async def _settled(fut: Any, keep: Callable[[Any], Any]) -> Any:
+    """Await a thread's result; if cancelled meanwhile, hand it to keep() once it comes
+    (a connection to the idle list, a backend to close), so nothing is leaked."""
+    task = asyncio.ensure_future(fut)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        def done(t: asyncio.Future[Any]) -> None:
+            if not t.cancelled() and t.exception() is None:
+                keep(t.result())
+
+        task.add_done_callback(done)
+        raise
