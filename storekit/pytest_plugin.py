@@ -3,6 +3,8 @@
 - `storekit_postgres_server` / `storekit_postgres_url`: one throwaway server per session.
 - `store_url`: a clean database URL, parametrized over SQLite and PostgreSQL.
 - `store`: an open Database on that URL, closed after the test.
+- `storekit_pgbouncer` / `storekit_pgbouncer_url`: one PgBouncer (transaction pooling) per
+  session in front of that server, and a fresh database through it per test.
 
 Each PostgreSQL test gets its own schema (dropped afterwards), which isolates tables as a
 fresh database would, at a fraction of the cost. With CI=true a missing server fails the
@@ -23,7 +25,14 @@ import pytest
 from storekit.database import Database, create_database
 from storekit.errors import DatabaseUnavailable
 from storekit.schema_names import quote_ident
-from storekit.testing import LocalPostgres, PostgresServer, postgres_server
+from storekit.testing import (
+    LocalPostgres,
+    PgBouncer,
+    PostgresServer,
+    pgbouncer_server,
+    pooled_database,
+    postgres_server,
+)
 from storekit.url import DatabaseURL
 
 BACKENDS = ("sqlite", "postgres")
@@ -67,6 +76,27 @@ def storekit_postgres_server() -> Iterator[PostgresServer | LocalPostgres]:
 @pytest.fixture(scope="session")
 def storekit_postgres_url(storekit_postgres_server: PostgresServer | LocalPostgres) -> str:
     return storekit_postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def storekit_pgbouncer(storekit_postgres_url: str) -> Iterator[PgBouncer]:
+    stack = contextlib.ExitStack()
+    try:
+        bouncer = stack.enter_context(pgbouncer_server(storekit_postgres_url))
+    except DatabaseUnavailable as exc:
+        stack.close()
+        if _in_ci():
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with stack:
+        yield bouncer
+
+
+@pytest.fixture
+def storekit_pgbouncer_url(storekit_pgbouncer: PgBouncer) -> Iterator[str]:
+    """A new database, reached through PgBouncer; dropped after the test."""
+    with pooled_database(storekit_pgbouncer) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
