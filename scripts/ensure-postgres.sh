@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL server binaries exist for the throwaway test servers.
+# Make sure PostgreSQL server binaries (and PgBouncer) exist for the throwaway test servers.
 # Installs Debian's postgresql package only when none is found and we are root on Debian.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
+# PgBouncer too (tests of storekit behind a transaction pooler), whichever server is used.
+if ! "$PY" -c 'import sys; from storekit.testing import find_pgbouncer; sys.exit(0 if find_pgbouncer() else 1)' \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "PgBouncer: not found; installing Debian's pgbouncer package"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+  # Debian may start its own instance on install; the tests start their own, so stop it.
+  (command -v service >/dev/null && service pgbouncer stop >/dev/null 2>&1) || true
+fi
 if [ -n "${STOREKIT_TEST_POSTGRES_URL:-}" ]; then
   echo "PostgreSQL: using STOREKIT_TEST_POSTGRES_URL"
   exit 0

@@ -5,6 +5,8 @@
 - `store`: an open Database on that URL, closed after the test.
 - `astore`: the same as a storekit.aio AsyncDatabase, for async tests run by anyio's
   pytest plugin (`pip install anyio`; mark the test `@pytest.mark.anyio`).
+- `storekit_pgbouncer` / `storekit_pgbouncer_url`: one PgBouncer (transaction pooling) per
+  session in front of that server, and a fresh database through it per test.
 
 Each PostgreSQL test gets its own schema (dropped afterwards), which isolates tables as a
 fresh database would, at a fraction of the cost. With CI=true a missing server fails the
@@ -23,11 +25,19 @@ import pytest
 
 from storekit.database import Database, create_database
 from storekit.errors import DatabaseUnavailable
-from storekit.testing import LocalPostgres, PostgresServer, isolated_schema, postgres_server
+from storekit.testing import (
+    LocalPostgres,
+    PgBouncer,
+    PostgresServer,
+    isolated_schema,
+    pgbouncer_server,
+    pooled_database,
+    postgres_server,
+)
 
 BACKENDS = ("sqlite", "postgres")
-__all__ = ["isolated_schema", "store", "store_url", "storekit_postgres_server",
-           "storekit_postgres_url"]  # isolated_schema: kept importable from here too
+__all__ = ["astore", "isolated_schema", "store", "store_url", "storekit_pgbouncer",
+           "storekit_pgbouncer_url", "storekit_postgres_server", "storekit_postgres_url"]
 
 
 def _in_ci() -> bool:
@@ -51,6 +61,27 @@ def storekit_postgres_server() -> Iterator[PostgresServer | LocalPostgres]:
 @pytest.fixture(scope="session")
 def storekit_postgres_url(storekit_postgres_server: PostgresServer | LocalPostgres) -> str:
     return storekit_postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def storekit_pgbouncer(storekit_postgres_url: str) -> Iterator[PgBouncer]:
+    stack = contextlib.ExitStack()
+    try:
+        bouncer = stack.enter_context(pgbouncer_server(storekit_postgres_url))
+    except DatabaseUnavailable as exc:
+        stack.close()
+        if _in_ci():
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with stack:
+        yield bouncer
+
+
+@pytest.fixture
+def storekit_pgbouncer_url(storekit_pgbouncer: PgBouncer) -> Iterator[str]:
+    """A new database, reached through PgBouncer; dropped after the test."""
+    with pooled_database(storekit_pgbouncer) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

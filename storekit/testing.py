@@ -296,3 +296,10 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# PgBouncer lives in its own module; re-exported here, where users look for it.
+from storekit.testing_pgbouncer import PgBouncer as PgBouncer  # noqa: E402
+from storekit.testing_pgbouncer import find_pgbouncer as find_pgbouncer  # noqa: E402
+from storekit.testing_pgbouncer import pgbouncer_server as pgbouncer_server  # noqa: E402
+from storekit.testing_pgbouncer import pooled_database as pooled_database  # noqa: E402

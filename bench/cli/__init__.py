@@ -16,7 +16,7 @@ from bench.cli.base import CliError
 from bench.harness import results
 
 COMMANDS = ("run", "list", "report", "compare", "recommend", "headline", "soak", "prune",
-            "calibrate", "handoff", "wakeup", "micro", "extras")
+            "calibrate", "handoff", "wakeup", "micro", "extras", "proxy")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -86,9 +86,17 @@ class PoolOptions:
     # in the URL is refused (ConfigurationError) rather than one silently overriding the other.
     connect_timeout: float | None = None
     busy_timeout_ms: int = 5000
+    # "transaction": the URL reaches the server through a transaction pooler such as
+    # PgBouncer (backends/postgres/pooler.py). listen_url: a direct URL for listen().
+    pooler: str | None = None
+    listen_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from storekit.errors import ConfigurationError
+
+        if self.pooler not in (None, "transaction"):
+            raise ConfigurationError(
+                f"PoolOptions.pooler={self.pooler!r}: must be None or 'transaction'")
 
         if self.min_size < 0 or self.max_size < max(1, self.min_size):
             raise ConfigurationError(

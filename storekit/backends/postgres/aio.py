@@ -38,6 +38,7 @@ from storekit.backends.postgres.backend import (
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
+    CapabilityError,
     DatabaseUnavailable,
     OperationalError,
     PoolTimeout,
@@ -174,6 +175,10 @@ class AsyncPostgresBackend:
         self.url = url
         self.pool_options = o = pool or PoolOptions()
         check_options(url)
+        if o.pooler is not None:
+            raise CapabilityError(
+                f"storekit.aio does not run behind a pooler yet (pooler={o.pooler!r});"
+                " use the synchronous API for PoolOptions(pooler=...)")
         self._scope_key = secrets.token_bytes(32)  # see storekit/rls.py
         self._session_settings = f"SET lock_timeout = {max(1, o.busy_timeout_ms)}"
         self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
@@ -356,8 +361,9 @@ class AsyncPostgresBackend:
 
     async def listener(self, db: Any, sub: Any) -> Any:
         from storekit.backends.postgres.aio_listen import PostgresListener
+        from storekit.backends.postgres.pooler import listen_conninfo
 
-        return PostgresListener(sub, db.reveal_url().conninfo())
+        return PostgresListener(sub, listen_conninfo(db))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -333,6 +333,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 class PostgresBackend:
     name = "postgres"
+    _connect_kwargs: dict[str, Any] = {}  # noqa: RUF012 - psycopg.connect() extras
+
+    def __new__(cls, url: DatabaseURL, pool: PoolOptions | None = None) -> PostgresBackend:
+        if cls is PostgresBackend and pool is not None and pool.pooler == "transaction":
+            from storekit.backends.postgres.pooler import PooledPostgresBackend
+
+            cls = PooledPostgresBackend
+        return super().__new__(cls)
 
     @classmethod
     def from_options(cls, url: DatabaseURL, *, pool: PoolOptions | None,
@@ -364,7 +372,8 @@ class PostgresBackend:
         self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
         conninfo = self._conninfo = url.conninfo()
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
-                                  "context": ADAPTERS, **connect_timeout(url, o)}
+                                  "context": ADAPTERS, **connect_timeout(url, o),
+                                  **self._connect_kwargs}
         # Connect once directly: a wrong host or password gets the server's own reason.
         try:
             probe = psycopg.connect(conninfo, **kwargs)

@@ -19,7 +19,9 @@ class PostgresSubscription(Subscription):
 
     def __init__(self, db: Database, channels: Sequence[str]) -> None:
         super().__init__(channels)
-        self._conninfo = db.reveal_url().conninfo()
+        from storekit.backends.postgres.pooler import listen_conninfo
+
+        self._conninfo = listen_conninfo(db)
         self._backend_pid: int | None = None
 
     def _connect(self) -> Any:
