@@ -11,7 +11,7 @@ from bench import ROOT
 from bench.cli import COMMANDS, parser
 
 EXPECTED = {"run", "report", "list", "compare", "recommend", "headline", "calibrate",
-            "handoff", "wakeup", "micro", "extras", "prune", "soak"}
+            "handoff", "wakeup", "micro", "extras", "prune", "soak", "proxy"}
 
 
 def test_the_commands() -> None:
