@@ -12,6 +12,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from bench.harness import results
 from bench.harness.configs import CONFIGS
@@ -107,3 +108,28 @@ def save(fig: Any, name: str, output_dir: str | None) -> None:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         fig.savefig(folder / f"{name}.png", dpi=110)
+
+
+def agent_axis(ax: Any, measured: Any, *, log: bool = True) -> None:
+    """Ticks at the measured agent counts only, labelled 1, 2, 4, 1,000 (not 2^0), on a log
+    scale by default."""
+    values = sorted({int(v) for v in measured})
+    if log:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{v:,}" for v in values]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if values:
+        pad = 1.15 if log else 0
+        ax.set_xlim(values[0] / pad if log else None, values[-1] * pad if log else None)
+
+
+def plot_measured(ax: Any, series: pd.Series, measured: Any, **kw: Any) -> Any:
+    """Plot a series indexed by agent count over every measured count: where this series
+    has no value the line breaks (NaN), so no line joins points across an unmeasured one."""
+    full = series.reindex(sorted({int(v) for v in measured} | {int(v) for v in series.index}))
+    return ax.plot(full.index, full.to_numpy(dtype=float), marker="o", **kw)
+
+
+def measured_agents(frame: pd.DataFrame) -> list[int]:
+    return sorted({int(v) for v in frame["agents"]}) if "agents" in frame else []

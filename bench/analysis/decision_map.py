@@ -1,0 +1,157 @@
+"""The decision map: for each measured (agents, round trip) cell, the backends that meet the
+storage p99 target there. Cells no run measured stay visibly empty: the map never guesses.
+
+SQLite is a file on the agents' machine, so the round trip to PostgreSQL does not apply to
+it: its result at an agent count holds on every row (for agents on one machine).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from matplotlib.patches import Patch, Rectangle
+
+from bench.analysis import style
+from bench.analysis.recommend import DEFAULTS
+from bench.analysis.scenarios import meets_target
+
+SHORT = {"sqlite-wal": "SQLite", "postgres": "PostgreSQL", "postgres-pgbouncer": "PgBouncer"}
+EMPTY = "#ffffff"
+NEITHER = "#d9d9d9"
+
+
+def _on_map(table: pd.DataFrame, think_ms: float, configs: tuple[str, ...]) -> pd.DataFrame:
+    rows: pd.DataFrame = table[(table["think_ms"] == think_ms)
+                               & table["config"].isin(configs)]
+    return rows
+
+
+def rtt_rows(rows: pd.DataFrame) -> list[float]:
+    networked = rows[rows["backend"] != "sqlite"]
+    return sorted(set(networked["rtt_ms"].astype(float))) or [0.0]
+
+
+def grid(table: pd.DataFrame, think_ms: float, target_ms: float,
+         configs: tuple[str, ...] = DEFAULTS) -> pd.DataFrame:
+    """Rows: measured round trips; columns: measured agent counts; each value the tuple of
+    configs that meet the target there (empty: measured, none meets), or None (not
+    measured)."""
+    rows = _on_map(table, think_ms, configs)
+    rtts = rtt_rows(rows)
+    agents = sorted(set(rows["agents"].astype(int)))
+    out = pd.DataFrame([[None] * len(agents) for _ in rtts], dtype=object,
+                       index=pd.Index(rtts, name="rtt_ms"), columns=pd.Index(agents, name="agents"))
+    for rtt in rtts:
+        for n in agents:
+            here = rows[(rows["agents"] == n)
+                        & ((rows["rtt_ms"] == rtt) | (rows["backend"] == "sqlite"))]
+            if here.empty:
+                continue
+            ok = {str(r["config"]) for _, r in here.iterrows() if meets_target(r, target_ms)}
+            out.at[rtt, n] = tuple(c for c in configs if c in ok)
+    return out
+
+
+def limited(table: pd.DataFrame, think_ms: float, rtt: float, agents: int,
+            configs: tuple[str, ...] = DEFAULTS) -> bool:
+    rows = _on_map(table, think_ms, configs)
+    here = rows[(rows["agents"] == agents)
+                & ((rows["rtt_ms"] == rtt) | (rows["backend"] == "sqlite"))]
+    return bool(here["limited"].any())
+
+
+def _edges(values: list[float]) -> list[tuple[float, float]]:
+    """Each value's cell on a log10 axis: halfway (in log) to its neighbours."""
+    logs = [math.log10(v) for v in values]
+    if len(logs) == 1:
+        return [(logs[0] - 0.5, logs[0] + 0.5)]
+    mids = [(a + b) / 2 for a, b in zip(logs, logs[1:], strict=False)]
+    lo = [2 * logs[0] - mids[0], *mids]
+    hi = [*mids, 2 * logs[-1] - mids[-1]]
+    return list(zip(lo, hi, strict=True))
+
+
+def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
+         configs: tuple[str, ...] = DEFAULTS, what: str = "storage p99") -> tuple[Any, Any]:
+    """The map as a figure: one coloured stripe per backend meeting the target in a cell,
+    grey where none does, white with a dashed edge where nothing was measured, and * where
+    the load generator lagged."""
+    cells = grid(table, think_ms, target_ms, configs)
+    agents = [int(a) for a in cells.columns]
+    rtts = [float(r) for r in cells.index]
+    fig, ax = style.figure(
+        f"Who keeps {what} under {target_ms:g} ms (agents thinking {think_ms:g} ms per step)",
+        "concurrent agents (log scale)", "round trip to PostgreSQL")
+    fig.set_size_inches(max(7.0, 1.6 * len(agents) + 3), max(3.0, 1.0 * len(rtts) + 2))
+    ax.grid(False)
+    any_limited = False
+    for y, rtt in enumerate(rtts):
+        for (x0, x1), n in zip(_edges([float(a) for a in agents]), agents, strict=True):
+            value = cells.at[rtt, n]
+            pad = 0.02 * (x1 - x0)
+            x0, x1 = x0 + pad, x1 - pad
+            if value is None:
+                ax.add_patch(Rectangle((x0, y - 0.45), x1 - x0, 0.9, facecolor=EMPTY,
+                                       edgecolor="#999999", linestyle="--"))
+                ax.text((x0 + x1) / 2, y, "not measured", ha="center", va="center",
+                        fontsize=8, color="#777777")
+                continue
+            if not value:
+                ax.add_patch(Rectangle((x0, y - 0.45), x1 - x0, 0.9, facecolor=NEITHER))
+                ax.text((x0 + x1) / 2, y, "neither", ha="center", va="center", fontsize=9)
+            else:
+                h = 0.9 / len(value)
+                for i, config in enumerate(value):
+                    top = y + 0.45 - (i + 1) * h
+                    ax.add_patch(Rectangle((x0, top), x1 - x0, h,
+                                           facecolor=style.COLORS.get(config, "grey"),
+                                           alpha=0.85))
+                    ax.text((x0 + x1) / 2, top + h / 2, SHORT.get(config, config),
+                            ha="center", va="center", fontsize=9, color="white",
+                            fontweight="bold")
+            if limited(table, think_ms, rtt, n, configs):
+                any_limited = True
+                ax.text(x1 - 0.02, y + 0.4, "*", ha="right", va="top", fontsize=14)
+    edges = _edges([float(a) for a in agents])
+    ax.set_xlim(edges[0][0], edges[-1][1])
+    ax.set_ylim(-0.5, len(rtts) - 0.5)
+    ax.set_xticks([math.log10(a) for a in agents], [f"{a:,}" for a in agents])
+    ax.set_yticks(range(len(rtts)), [f"{r:g} ms" for r in rtts])
+    ax.minorticks_off()
+    handles = [Patch(facecolor=style.COLORS.get(c, "grey"), label=style.LABELS.get(c, c))
+               for c in configs if c in set(table["config"])]
+    handles += [Patch(facecolor=NEITHER, label="measured: none meets the target"),
+                Patch(facecolor=EMPTY, edgecolor="#999999", linestyle="--",
+                      label="not measured")]
+    if any_limited:
+        handles.append(Patch(facecolor=EMPTY, edgecolor=EMPTY,
+                             label="* load generator lagged (start lag p99 > 10 ms)"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, ax
+
+
+def summary_sentence(table: pd.DataFrame, think_ms: float, target_ms: float,
+                     configs: tuple[str, ...] = DEFAULTS) -> str:
+    """Per backend, the largest measured agent count meeting the target at each round trip,
+    as one clause each (the report's verdict)."""
+    cells = grid(table, think_ms, target_ms, configs)
+    clauses = []
+    for config in configs:
+        if config not in set(table["config"]):
+            continue
+        reach = []
+        for rtt in cells.index:
+            fits = [n for n in cells.columns
+                    if cells.at[rtt, n] is not None and config in cells.at[rtt, n]]
+            reach.append((float(rtt), max(fits) if fits else 0))
+        name = SHORT.get(config, config)
+        if config.startswith("sqlite") or len(reach) == 1:
+            n = reach[0][1]
+            clauses.append(f"{name} up to {n:,} agents" if n else f"{name} at no measured count")
+        else:
+            parts = [f"{n:,} agents at {rtt:g} ms" if n else f"none at {rtt:g} ms"
+                     for rtt, n in reach]
+            clauses.append(f"{name} up to " + ", ".join(parts))
+    return "; ".join(clauses)
