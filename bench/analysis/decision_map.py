@@ -7,6 +7,7 @@ it: its result at an agent count holds on every row (for agents on one machine).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -18,14 +19,24 @@ from bench.analysis.recommend import DEFAULTS
 from bench.analysis.scenarios import meets_target
 
 SHORT = {"sqlite-wal": "SQLite", "postgres": "PostgreSQL", "postgres-pgbouncer": "PgBouncer"}
+# Until a config declares its own colour (bench.harness.configs), the map still tells it apart.
+FALLBACK = {"postgres-pgbouncer": ("#17becf", "PostgreSQL behind PgBouncer (transaction pooling)")}
 EMPTY = "#ffffff"
 NEITHER = "#d9d9d9"
 
 
+def color(config: str) -> str:
+    return style.COLORS.get(config) or FALLBACK.get(config, ("grey", config))[0]
+
+
+def label(config: str) -> str:
+    return style.LABELS.get(config) or FALLBACK.get(config, ("grey", config))[1]
+
+
 def _on_map(table: pd.DataFrame, think_ms: float, configs: tuple[str, ...]) -> pd.DataFrame:
-    rows: pd.DataFrame = table[(table["think_ms"] == think_ms)
-                               & table["config"].isin(configs)]
-    return rows
+    rows = table[(table["think_ms"] == think_ms) & table["config"].isin(configs)]
+    selected: pd.DataFrame = pd.DataFrame(rows)
+    return selected
 
 
 def rtt_rows(rows: pd.DataFrame) -> list[float]:
@@ -41,7 +52,7 @@ def grid(table: pd.DataFrame, think_ms: float, target_ms: float,
     rows = _on_map(table, think_ms, configs)
     rtts = rtt_rows(rows)
     agents = sorted(set(rows["agents"].astype(int)))
-    out = pd.DataFrame([[None] * len(agents) for _ in rtts], dtype=object,
+    out: pd.DataFrame = pd.DataFrame([[None] * len(agents) for _ in rtts], dtype=object,
                        index=pd.Index(rtts, name="rtt_ms"), columns=pd.Index(agents, name="agents"))
     for rtt in rtts:
         for n in agents:
@@ -50,8 +61,14 @@ def grid(table: pd.DataFrame, think_ms: float, target_ms: float,
             if here.empty:
                 continue
             ok = {str(r["config"]) for _, r in here.iterrows() if meets_target(r, target_ms)}
-            out.at[rtt, n] = tuple(c for c in configs if c in ok)
+            out.at[rtt, n] = tuple(c for c in configs if c in ok)  # type: ignore[assignment]
     return out
+
+
+def at(cells: pd.DataFrame, rtt: object, agents: object) -> tuple[str, ...] | None:
+    """One cell of grid(): the configs meeting the target, or None (not measured)."""
+    value = cells.at[rtt, agents]
+    return tuple(str(c) for c in value) if isinstance(value, tuple) else None
 
 
 def limited(table: pd.DataFrame, think_ms: float, rtt: float, agents: int,
@@ -67,7 +84,7 @@ def _edges(values: list[float]) -> list[tuple[float, float]]:
     logs = [math.log10(v) for v in values]
     if len(logs) == 1:
         return [(logs[0] - 0.5, logs[0] + 0.5)]
-    mids = [(a + b) / 2 for a, b in zip(logs, logs[1:], strict=False)]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(logs)]
     lo = [2 * logs[0] - mids[0], *mids]
     hi = [*mids, 2 * logs[-1] - mids[-1]]
     return list(zip(lo, hi, strict=True))
@@ -82,14 +99,15 @@ def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
     agents = [int(a) for a in cells.columns]
     rtts = [float(r) for r in cells.index]
     fig, ax = style.figure(
-        f"Who keeps {what} under {target_ms:g} ms (agents thinking {think_ms:g} ms per step)",
+        f"Who keeps the {what} under {target_ms:g} ms\n(agents thinking {think_ms:,g} ms per "
+        "step; an empty cell was not measured)",
         "concurrent agents (log scale)", "round trip to PostgreSQL")
-    fig.set_size_inches(max(7.0, 1.6 * len(agents) + 3), max(3.0, 1.0 * len(rtts) + 2))
+    fig.set_size_inches(max(8.0, 1.5 * len(agents) + 2.5), 1.1 * len(rtts) + 2.8)
     ax.grid(False)
     any_limited = False
     for y, rtt in enumerate(rtts):
         for (x0, x1), n in zip(_edges([float(a) for a in agents]), agents, strict=True):
-            value = cells.at[rtt, n]
+            value = at(cells, rtt, n)
             pad = 0.02 * (x1 - x0)
             x0, x1 = x0 + pad, x1 - pad
             if value is None:
@@ -104,23 +122,22 @@ def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
             else:
                 h = 0.9 / len(value)
                 for i, config in enumerate(value):
-                    top = y + 0.45 - (i + 1) * h
+                    top = y - 0.45 + i * h
                     ax.add_patch(Rectangle((x0, top), x1 - x0, h,
-                                           facecolor=style.COLORS.get(config, "grey"),
-                                           alpha=0.85))
+                                           facecolor=color(config), alpha=0.85))
                     ax.text((x0 + x1) / 2, top + h / 2, SHORT.get(config, config),
                             ha="center", va="center", fontsize=9, color="white",
                             fontweight="bold")
             if limited(table, think_ms, rtt, n, configs):
                 any_limited = True
-                ax.text(x1 - 0.02, y + 0.4, "*", ha="right", va="top", fontsize=14)
+                ax.text(x1 - 0.02, y - 0.4, "*", ha="right", va="top", fontsize=14)
     edges = _edges([float(a) for a in agents])
     ax.set_xlim(edges[0][0], edges[-1][1])
-    ax.set_ylim(-0.5, len(rtts) - 0.5)
+    ax.set_ylim(len(rtts) - 0.5, -0.5)  # the nearest PostgreSQL on top
     ax.set_xticks([math.log10(a) for a in agents], [f"{a:,}" for a in agents])
     ax.set_yticks(range(len(rtts)), [f"{r:g} ms" for r in rtts])
     ax.minorticks_off()
-    handles = [Patch(facecolor=style.COLORS.get(c, "grey"), label=style.LABELS.get(c, c))
+    handles = [Patch(facecolor=color(c), label=label(c))
                for c in configs if c in set(table["config"])]
     handles += [Patch(facecolor=NEITHER, label="measured: none meets the target"),
                 Patch(facecolor=EMPTY, edgecolor="#999999", linestyle="--",
@@ -128,7 +145,8 @@ def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
     if any_limited:
         handles.append(Patch(facecolor=EMPTY, edgecolor=EMPTY,
                              label="* load generator lagged (start lag p99 > 10 ms)"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=2, frameon=False)
     return fig, ax
 
 
@@ -143,15 +161,18 @@ def summary_sentence(table: pd.DataFrame, think_ms: float, target_ms: float,
             continue
         reach = []
         for rtt in cells.index:
-            fits = [n for n in cells.columns
-                    if cells.at[rtt, n] is not None and config in cells.at[rtt, n]]
+            fits = [int(n) for n in cells.columns if config in (at(cells, rtt, n) or ())]
             reach.append((float(rtt), max(fits) if fits else 0))
         name = SHORT.get(config, config)
         if config.startswith("sqlite") or len(reach) == 1:
             n = reach[0][1]
-            clauses.append(f"{name} up to {n:,} agents" if n else f"{name} at no measured count")
+            clauses.append(f"{name} up to {_agents(n)}" if n else f"{name} at no measured count")
         else:
-            parts = [f"{n:,} agents at {rtt:g} ms" if n else f"none at {rtt:g} ms"
+            parts = [f"{_agents(n)} at {rtt:g} ms" if n else f"none at {rtt:g} ms"
                      for rtt, n in reach]
             clauses.append(f"{name} up to " + ", ".join(parts))
     return "; ".join(clauses)
+
+
+def _agents(n: int) -> str:
+    return f"{n:,} agent" + ("s" if n != 1 else "")

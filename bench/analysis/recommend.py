@@ -9,7 +9,6 @@ does not give, and row-level security exists only in PostgreSQL.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 

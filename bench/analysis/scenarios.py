@@ -68,7 +68,7 @@ MEETS, MISSES, NOT_MEASURED, RULED_OUT = "meets", "misses", "not measured", "rul
 
 def with_scenario(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary with think_ms and rtt_ms columns (0 where a run predates them)."""
-    frame = summary.copy()
+    frame: pd.DataFrame = summary.copy()
     for column in SCENARIO_COLUMNS:
         frame[column] = (pd.to_numeric(frame[column], errors="coerce").fillna(0.0)
                          if column in frame else 0.0)
@@ -97,7 +97,8 @@ def cells(summary: pd.DataFrame, workload: str = STEP_WORKLOAD) -> pd.DataFrame:
     columns = [*KEY, "backend", "ops_per_s", "p99_ms", "errors", "acked", "lost",
                "lag_p99_ms", "limited", "reps"]
     if s.empty:
-        return pd.DataFrame(columns=columns)
+        empty: pd.DataFrame = pd.DataFrame(columns=columns)
+        return empty
     parts = [_median(s, "ops_per_s", "all", "ops_per_s"),
              _median(s, "latency_p99_ms", main_op(s, workload), "p99_ms"),
              _median(s, "errors_total", "all", "errors"),
@@ -143,7 +144,9 @@ def evidence(results_dir: Path | None = None, run_id: str | None = None,
         if not found.empty:
             frames.append(found.assign(run_id=rid))
     if not frames:
-        return cells(pd.DataFrame(columns=results.SUMMARY_KEYS), workload).assign(run_id="")
+        none: pd.DataFrame = cells(pd.DataFrame(columns=results.SUMMARY_KEYS), workload)
+        tagged: pd.DataFrame = none.assign(run_id="")
+        return tagged
     table = pd.concat(frames, ignore_index=True)
     newest: pd.DataFrame = (table.sort_values("run_id")
                             .drop_duplicates(KEY, keep="last").reset_index(drop=True))

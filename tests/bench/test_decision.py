@@ -3,7 +3,6 @@ synthetic runs (hand-made summaries: nothing is timed)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -197,6 +196,7 @@ def test_decision_map_chart_ticks_at_measured_values(grid_dir: Path, tmp_path: P
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["10", "100", "1,000"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0 ms", "5 ms"]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # 0 ms on top
     from bench.analysis import style
 
     style.save(fig, "map", str(tmp_path))
@@ -214,16 +214,39 @@ def test_agent_axis_labels_and_gaps() -> None:
     fig.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8", "16"]
     y = ax.lines[0].get_ydata()
-    assert pd.isna(y[2]) and pd.isna(y[3])  # no line across 4 and 8
+    assert pd.isna(y[2])
+    assert pd.isna(y[3])
     assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
 
 
-def test_report_index_states_the_verdict(grid_dir: Path, tmp_path: Path) -> None:
+def test_report_index_states_the_verdict(grid_dir: Path) -> None:
     from bench.analysis import report
 
     run = results.load(results_dir=grid_dir)
-    page = report.index_html(run, pages=[], skipped=[], charts=[])
-    assert "<h1>" in page and "storage p99" in page
-    assert "not measured" in page or "meets" in page
-    assert "row-level security" in page and "network access" in page
-    json.dumps(page)  # plain text, no objects leaked into the page
+    page = report.index_html(run, pages=[], skipped=["04-x (no y)"], charts=[])
+    body = page.split("<body>", 1)[1]
+    # The verdict comes right after the title, as one sentence.
+    verdict = body.split('<p class="verdict">', 1)[1].split("</p>", 1)[0]
+    assert body.index("verdict") < body.index("Decision map") < body.index("Headline")
+    assert verdict.count(". ") == 0
+    assert verdict.endswith(".")
+    assert "SQLite up to 1,000 agents" in verdict
+    assert "PostgreSQL up to 1,000 agents at 0 ms, 100 agents at 5 ms" in verdict
+    for reason in ("Network access", "Row-level security", "Native notifications"):
+        assert reason in body
+    assert 'class="misses">400.0 ms' in body  # 1,000 agents 5 ms away
+    assert "not run: 04-x (no y)" in body
+
+
+def test_a_run_without_step_cells_reads_agent_write(tmp_path: Path) -> None:
+    from bench.analysis import index_page
+
+    rows = summary_rows([("sqlite-wal", n, 0, 0, p) for n, p in ((1, 1.0), (16, 30.0))]
+                        + [("postgres", n, 0, 0, p) for n, p in ((1, 3.0), (16, 80.0))],
+                        workload="agent-write", op="transaction")
+    write_run(tmp_path, "20270101T000000Z-aw", rows, drop_scenario_columns=True)
+    run = results.load(results_dir=tmp_path)
+    page = index_page.render(run, [], [], index_page.charts(run, tmp_path, 50.0))
+    assert "writing flat out" in page
+    assert "SQLite up to 16 agents; PostgreSQL up to 1 agent" in page
+    assert (tmp_path / "index-decision-map.png").is_file()
