@@ -12,6 +12,8 @@ OUTPUT_DIR = None
 LATENCY_TARGET_MS = 50.0
 
 # %%
+import textwrap
+
 import pandas as pd
 
 from bench.analysis import claims, decision_map, index_page, recommend, scenarios, style
@@ -45,8 +47,9 @@ workload = index_page.evidence_workload(run)
 cells = scenarios.cells(run.summary, workload)
 cells = cells[cells["config"].isin(recommend.DEFAULTS)]
 think = index_page.main_think(cells)
-print(index_page.verdict(run, cells, workload, LATENCY_TARGET_MS))
-fig, ax = decision_map.plot(cells, think, LATENCY_TARGET_MS, what=index_page.what(workload))
+print(textwrap.fill(index_page.verdict(run, cells, workload, LATENCY_TARGET_MS), 100))
+fig, ax = decision_map.plot(cells, think, LATENCY_TARGET_MS, what=index_page.what(workload),
+                            setting=index_page.setting(workload))
 style.save(fig, "00-decision", OUTPUT_DIR)
 
 # %%

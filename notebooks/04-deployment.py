@@ -18,6 +18,7 @@ LATENCY_TARGET_MS = 50.0
 
 # %%
 import json
+import textwrap
 
 import pandas as pd
 
@@ -104,8 +105,8 @@ for think in thinks:
     if on_map.empty:
         print("No cell of storekit's default configs (sqlite-wal, postgres, postgres-pgbouncer).")
         break
-    print(f"Think {think:g} ms: " + decision_map.summary_sentence(on_map, think,
-                                                                  LATENCY_TARGET_MS))
+    print(textwrap.fill(f"Think {think:g} ms: " + decision_map.summary_sentence(
+        on_map, think, LATENCY_TARGET_MS), 100))
     fig, ax = decision_map.plot(on_map, think, LATENCY_TARGET_MS)
     style.save(fig, f"04-decision-map{suffix}", OUTPUT_DIR)
 

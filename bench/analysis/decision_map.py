@@ -91,7 +91,8 @@ def _edges(values: list[float]) -> list[tuple[float, float]]:
 
 
 def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
-         configs: tuple[str, ...] = DEFAULTS, what: str = "storage p99") -> tuple[Any, Any]:
+         configs: tuple[str, ...] = DEFAULTS, what: str = "storage p99",
+         setting: str | None = None) -> tuple[Any, Any]:
     """The map as a figure: one coloured stripe per backend meeting the target in a cell,
     grey where none does, white with a dashed edge where nothing was measured, and * where
     the load generator lagged."""
@@ -99,8 +100,9 @@ def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
     agents = [int(a) for a in cells.columns]
     rtts = [float(r) for r in cells.index]
     fig, ax = style.figure(
-        f"Who keeps the {what} under {target_ms:g} ms\n(agents thinking {think_ms:,g} ms per "
-        "step; an empty cell was not measured)",
+        f"Who keeps the {what} under {target_ms:g} ms\n("
+        + (setting or f"agents thinking {think_ms:,g} ms per step")
+        + "; an empty cell was not measured)",
         "concurrent agents (log scale)", "round trip to PostgreSQL")
     fig.set_size_inches(max(8.0, 1.5 * len(agents) + 2.5), 1.1 * len(rtts) + 2.8)
     ax.grid(False)

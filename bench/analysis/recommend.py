@@ -76,7 +76,8 @@ def verdict(found: list[Judgement], sc: Scenario) -> tuple[str, str | None]:
             others = ", ".join(NAMES.get(j.config, j.config) for j in meeting[1:])
             why = ("SQLite needs no server" if meeting[0].config.startswith("sqlite")
                    else "a direct connection is one process fewer to run")
-            text += f"; {others} also meets the target, and {why}"
+            verb = "meets" if len(meeting) == 2 else "meet"
+            text += f"; {others} also {verb} the target, and {why}"
         return f"Recommendation: {text}", command
     if missing:
         return ("Recommendation: not measured: no run measured this scenario closely enough "

@@ -248,5 +248,6 @@ def test_a_run_without_step_cells_reads_agent_write(tmp_path: Path) -> None:
     run = results.load(results_dir=tmp_path)
     page = index_page.render(run, [], [], index_page.charts(run, tmp_path, 50.0))
     assert "writing flat out" in page
-    assert "SQLite up to 16 agents; PostgreSQL up to 1 agent" in page
+    assert "SQLite up to 16 agents; PostgreSQL up to 1 agent, and at 16 agents SQLite " \
+        "commits 1.0x" in page
     assert (tmp_path / "index-decision-map.png").is_file()
