@@ -71,6 +71,17 @@ def at(cells: pd.DataFrame, rtt: object, agents: object) -> tuple[str, ...] | No
     return tuple(str(c) for c in value) if isinstance(value, tuple) else None
 
 
+def unmeasured(table: pd.DataFrame, think_ms: float, rtt: float, agents: int,
+               configs: tuple[str, ...] = DEFAULTS) -> list[str]:
+    """The map's configs that were measured elsewhere but not in this (measured) cell."""
+    rows = _on_map(table, think_ms, configs)
+    here = rows[(rows["agents"] == agents)
+                & ((rows["rtt_ms"] == rtt) | (rows["backend"] == "sqlite"))]
+    if here.empty:
+        return []
+    return [c for c in configs if c in set(rows["config"]) and c not in set(here["config"])]
+
+
 def limited(table: pd.DataFrame, think_ms: float, rtt: float, agents: int,
             configs: tuple[str, ...] = DEFAULTS) -> bool:
     rows = _on_map(table, think_ms, configs)
@@ -130,6 +141,11 @@ def plot(table: pd.DataFrame, think_ms: float, target_ms: float,
                     ax.text((x0 + x1) / 2, top + h / 2, SHORT.get(config, config),
                             ha="center", va="center", fontsize=9, color="white",
                             fontweight="bold")
+            missing = unmeasured(table, think_ms, rtt, n, configs)
+            if missing:  # a backend absent from a cell was not measured there
+                ax.text((x0 + x1) / 2, y + 0.43, "not measured: " + ", ".join(
+                    SHORT.get(c, c) for c in missing), ha="center", va="bottom", fontsize=7,
+                    color="black", backgroundcolor="#ffffffcc")
             if limited(table, think_ms, rtt, n, configs):
                 any_limited = True
                 ax.text(x1 - 0.02, y - 0.4, "*", ha="right", va="top", fontsize=14)

@@ -188,6 +188,11 @@ def test_decision_map_cells(grid_dir: Path) -> None:
     grid = decision_map.grid(sparse, think_ms=1000, target_ms=50)
     assert grid.loc[5.0, 100] is None  # not measured: left empty
     assert grid.loc[5.0, 1000] == ()  # measured, nothing meets
+    full = scenarios.evidence(grid_dir)
+    gap = full[~((full["config"] == "postgres") & (full["agents"] == 10) & (full["rtt_ms"] == 5))]
+    # SQLite measured that cell, PostgreSQL did not: the map says so.
+    assert decision_map.unmeasured(gap, 1000, 5.0, 10) == ["postgres"]
+    assert decision_map.unmeasured(gap, 1000, 0.0, 10) == []
 
 
 def test_decision_map_chart_ticks_at_measured_values(grid_dir: Path, tmp_path: Path) -> None:
