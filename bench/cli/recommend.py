@@ -15,13 +15,19 @@ HELP = "a backend recommendation from the newest results"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agents", type=int, required=True)
+    p.add_argument("--agents", type=int, required=True,
+                   help="concurrent agents (processes) writing")
     p.add_argument("--writes-per-agent", type=float, required=True,
                    help="writes per second per agent")
-    p.add_argument("--readers", type=int, default=0)
-    p.add_argument("--needs-network", action="store_true")
-    p.add_argument("--needs-row-security", action="store_true")
-    p.add_argument("--latency-target-ms", type=float, default=50.0)
+    p.add_argument("--readers", type=int, default=0,
+                   help="concurrent readers besides them (stated in the output; the "
+                        "decision rests on the writes)")
+    p.add_argument("--needs-network", action="store_true",
+                   help="clients on other machines than the database")
+    p.add_argument("--needs-row-security", action="store_true",
+                   help="rows visible per user, enforced by the database")
+    p.add_argument("--latency-target-ms", type=float, default=50.0,
+                   help="the write p99 the workload can accept, in milliseconds")
     p.add_argument("--run", help="run id, or 'reference' (default: newest)")
 
 
