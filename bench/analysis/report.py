@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 import os
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jupytext
@@ -72,14 +73,23 @@ def to_html(notebook: Path) -> Path:
     return target
 
 
+# progress(done, total, notebook, note): note "" as a notebook starts, then what became of
+# it ("12.3 s", or "skipped: ..."); done counts the notebooks finished.
+Progress = Callable[[int, int, str, str], None]
+
+
 def build_report(run_id: str | None = None, results_dir: Path | None = None,
                  notebooks: Path = NOTEBOOKS, output: Path | None = None,
-                 save_charts: bool = False) -> Path:
+                 save_charts: bool = False, progress: Progress | None = None) -> Path:
     """Run every notebook for a run; returns the report's index.html.
 
     save_charts also copies the charts (and claims.csv) into the run's own charts/ folder,
     to commit them with a reference run on purpose.
     """
+    def tell(done: int, stem: str, note: str) -> None:
+        if progress is not None:
+            progress(done, len(books), stem, note)
+
     run = results.load(run_id, results_dir)
     out_dir = output or REPORTS / run.run_id
     charts = out_dir / "charts"
@@ -89,13 +99,18 @@ def build_report(run_id: str | None = None, results_dir: Path | None = None,
     pages = []
     skipped = []
     workloads = set(run.summary["workload"])
-    for path in sources(notebooks):
+    books = sources(notebooks)
+    for done, path in enumerate(books, 1):
         needed = NEEDS.get(path.stem)
         if needed is not None and needed not in workloads:
             skipped.append(f"{path.stem} (this run has no {needed} workload)")
+            tell(done, path.stem, f"skipped: run {run.run_id} has no {needed} workload")
             continue
+        tell(done - 1, path.stem, "")
+        start = time.perf_counter()
         executed = execute_notebook(path, out_dir, params)
         pages.append(to_html(executed))
+        tell(done, path.stem, f"{time.perf_counter() - start:.1f} s")
     links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
     links += "".join(f"<li>not run: {html.escape(s)}</li>" for s in skipped)
     images = "\n".join(f'<img src="charts/{c.name}" style="max-width:100%">'
