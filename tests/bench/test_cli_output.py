@@ -263,8 +263,10 @@ def test_run_piped_prints_a_line_per_finished_run(
                 for agents in (1, 2)}
     seen = set()
     for i, line in enumerate(lines, 1):
-        m = re.match(rf"run {i}/4: agent-write (\S+) agents=(\d) rep=1: ([\d,.]+) ops/s, "
-                     r"p99 [\d,.]+ ms \(transaction\), \d+ errors", line)
+        # A loaded machine may finish no transaction in 0.3 s: the line says so then.
+        m = re.match(rf"run {i}/4: agent-write (\S+) agents=(\d) rep=1: [\d,.]+ ops/s, "
+                     r"(p99 [\d,.]+ ms \(transaction\)|no transaction completed), [\d,]+ errors",
+                     line)
         assert m, line
         seen.add((m[1], int(m[2])))
     assert seen == expected
@@ -305,3 +307,18 @@ def test_notebooks_find_the_results_from_their_own_folder() -> None:
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Path(proc.stdout.strip()).is_relative_to(RESULTS.resolve())
+
+
+def test_claims_of_a_run_where_a_config_completed_nothing() -> None:
+    """A short run on a busy machine can finish no transaction on one config: the ledger
+    says so rather than dividing by zero (which stopped the report's first notebook)."""
+    from bench.analysis.claims import NOT_MEASURED, ledger
+
+    summary = results.load(REFERENCE, RESULTS).summary.copy()
+    idle = ((summary["config"] == "postgres-async-commit") & (summary["agents"] == 1)
+            & (summary["metric"] == "ops_per_s"))
+    summary.loc[idle, "value"] = 0.0
+    rows = ledger(summary).set_index("claim")
+    row = rows.loc["SQLite's synchronous API is faster single-threaded"]
+    assert row["verdict"] == NOT_MEASURED
+    assert "postgres-async-commit completed no transaction" in row["evidence"]
