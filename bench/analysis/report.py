@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,24 @@ def index_html(run: results.Run, pages: list[Path], skipped: list[str],
     return index_page.render(run, pages, skipped, charts, latency_target_ms)
 
 
+# progress(done, total, notebook, note): note "" as a notebook starts, then what became of
+# it ("12.3 s", or "skipped: ..."); done counts the notebooks finished.
+Progress = Callable[[int, int, str, str], None]
+
+
 def build_report(run_id: str | None = None, results_dir: Path | None = None,
                  notebooks: Path = NOTEBOOKS, output: Path | None = None,
-                 save_charts: bool = False, latency_target_ms: float = 50.0) -> Path:
+                 save_charts: bool = False, latency_target_ms: float = 50.0,
+                 progress: Progress | None = None) -> Path:
     """Run every notebook for a run; returns the report's index.html.
 
     save_charts also copies the charts (and claims.csv) into the run's own charts/ folder,
     to commit them with a reference run on purpose.
     """
+    def tell(done: int, stem: str, note: str) -> None:
+        if progress is not None:
+            progress(done, len(books), stem, note)
+
     run = results.load(run_id, results_dir)
     out_dir = output or REPORTS / run.run_id
     charts = out_dir / "charts"
@@ -110,13 +121,18 @@ def build_report(run_id: str | None = None, results_dir: Path | None = None,
     pages = []
     skipped = []
     workloads = set(run.summary["workload"])
-    for path in sources(notebooks):
+    books = sources(notebooks)
+    for done, path in enumerate(books, 1):
         needed = needs(path)
         if needed is not None and needed not in workloads:
             skipped.append(f"{path.stem} (this run has no {needed} workload)")
+            tell(done, path.stem, f"skipped: run {run.run_id} has no {needed} workload")
             continue
+        tell(done - 1, path.stem, "")
+        start = time.perf_counter()
         executed = execute_notebook(path, out_dir, params)
         pages.append(to_html(executed))
+        tell(done, path.stem, f"{time.perf_counter() - start:.1f} s")
     made = index_page.charts(run, charts, latency_target_ms)
     index = out_dir / "index.html"
     index.write_text(index_html(run, pages, skipped, made, latency_target_ms))

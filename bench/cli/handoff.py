@@ -19,8 +19,10 @@ HELP = "write-lock turns between SQLite writer processes, fair vs stock"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", default="4,16", help="comma-separated process counts")
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--repetitions", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="measured seconds per (process count, mode)")
+    p.add_argument("--repetitions", type=int, default=3,
+                   help="rounds of every (process count, mode), interleaved")
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
 
 

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="machines the agents run on (more than one rules SQLite out)")
     p.add_argument("--needs-network", action="store_true",
                    help="agents on other machines: the same as --machines 2")
-    p.add_argument("--needs-row-security", action="store_true")
+    p.add_argument("--needs-row-security", action="store_true",
+                   help="rows visible per user, enforced by the database")
     p.add_argument("--latency-target-ms", type=float, default=50.0,
                    help="storage p99 per step the deployment can accept (default 50)")
     p.add_argument("--run", help="only this run id, or 'reference' (default: every run)")

@@ -331,9 +331,10 @@ def execute_specs(plan: Plan, postgres_url: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
+def execute(plan: Plan, results_dir: Path, *, progress: Any = None, finished: Any = None,
             repo: Path | None = None, command: str = "") -> tuple[Path, list[dict[str, Any]]]:
-    """Run the whole plan; returns the result folder and the failed-verification list."""
+    """Run the whole plan; returns the result folder and the failed-verification list.
+    progress(spec) is called before each run, finished(spec, summary_rows) after it."""
     from bench.harness.environment import describe
 
     run_id = new_run_id()
@@ -353,6 +354,8 @@ def execute(plan: Plan, results_dir: Path, *, progress: Any = None,
                     progress(spec)
                 outcome = runner.run_one(spec)
                 rows, ts, hs = summarise(outcome, plan.duration)
+                if finished is not None:
+                    finished(spec, rows)
                 summary += rows
                 series += ts
                 hist += hs
