@@ -48,9 +48,10 @@ cells = scenarios.cells(run.summary, workload)
 cells = cells[cells["config"].isin(recommend.DEFAULTS)]
 think = index_page.main_think(cells)
 print(textwrap.fill(index_page.verdict(run, cells, workload, LATENCY_TARGET_MS), 100))
-fig, ax = decision_map.plot(cells, think, LATENCY_TARGET_MS, what=index_page.what(workload),
-                            setting=index_page.setting(workload))
-style.save(fig, "00-decision", OUTPUT_DIR)
+if not cells.empty:  # the verdict above says what to run when nothing was measured
+    fig, ax = decision_map.plot(cells, think, LATENCY_TARGET_MS, what=index_page.what(workload),
+                                setting=index_page.setting(workload))
+    style.save(fig, "00-decision", OUTPUT_DIR)
 
 # %%
 print("Measured capacity (median over repetitions), agent-write:")

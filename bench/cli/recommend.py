@@ -19,9 +19,9 @@ HELP = "a backend recommendation for a deployment scenario, from the runs that m
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, required=True, help="concurrent agents")
     p.add_argument("--think-ms", type=float, default=1000.0,
-                   help="median model time per step in ms (0: closed loop; default 1000)")
+                   help="median model time per step in ms (0: closed loop)")
     p.add_argument("--rtt-ms", type=float, default=0.0,
-                   help="round trip to PostgreSQL in ms (0: same machine; default 0)")
+                   help="round trip to PostgreSQL in ms (0: same machine)")
     p.add_argument("--machines", type=int, default=1,
                    help="machines the agents run on (more than one rules SQLite out)")
     p.add_argument("--needs-network", action="store_true",
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--needs-row-security", action="store_true",
                    help="rows visible per user, enforced by the database")
     p.add_argument("--latency-target-ms", type=float, default=50.0,
-                   help="storage p99 per step the deployment can accept (default 50)")
-    p.add_argument("--run", help="only this run id, or 'reference' (default: every run)")
+                   help="storage p99 per step the deployment can accept, in ms")
+    p.add_argument("--run", help="only this run id, or 'reference' (unset: every run)")
 
 
 def main(args: argparse.Namespace) -> int:
