@@ -311,7 +311,7 @@ while time.monotonic() < until:
 
 
 def test_a_busy_process_hands_over_to_one_that_queues(db_path: Path) -> None:
-    busy = _holder(db_path, 20, BUSY)  # writes back to back, never idle
+    busy = _holder(db_path, 3600, BUSY)  # writes back to back until killed, never idle
     try:
         options = storekit.SqliteOptions(busy_timeout_ms=2000)
         with storekit.open_database(db_path, sqlite=options) as db:
