@@ -34,15 +34,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", choices=["processes", "threads"], default="processes")
     p.add_argument("--rate", type=float, help="open loop: total operations per second")
     p.add_argument("--no-samples", action="store_true", help="skip raw/samples.csv.gz")
+    p.add_argument("--think-ms", help="comma-separated median think times between an agent's"
+                   " steps (asyncio workloads, e.g. agent-step), 0 = closed loop")
+    p.add_argument("--rtt-ms", help="comma-separated network round trips added between the"
+                   " agents and PostgreSQL, e.g. 0,1,5,20 (SQLite configs run at 0 only)")
+    p.add_argument("--task-workers", type=int,
+                   help="worker processes for asyncio agents (default: one per core)")
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
     profile = dict(PROFILES[args.profile])
     try:
-        configs = parse_configs(args.config)
-        workloads = parse_workloads(args.workload)
+        configs = parse_configs(args.config or ",".join(profile.get("configs", [])) or None)
+        workloads = parse_workloads(args.workload
+                                    or ",".join(profile.get("workloads", [])) or None)
         agents = (arglist.numbers(args.agents, int, "--agents", 1) if args.agents
                   else profile["agents"])
+        think_ms = (arglist.numbers(args.think_ms, float, "--think-ms", 0.0)
+                    if args.think_ms else profile.get("think_ms", [0]))
+        rtt_ms = (arglist.numbers(args.rtt_ms, float, "--rtt-ms", 0.0)
+                  if args.rtt_ms else profile.get("rtt_ms", [0]))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     for name, value in (("--duration", args.duration), ("--repetitions", args.repetitions),
@@ -55,7 +66,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
                     warmup=profile["warmup"] if args.warmup is None else args.warmup,
                     repetitions=args.repetitions or profile["repetitions"],
                     corpus=args.corpus or profile["corpus"], workers=args.workers,
-                    rate=args.rate, keep_samples=not args.no_samples)
+                    rate=args.rate, keep_samples=not args.no_samples, think_ms=think_ms,
+                    rtt_ms=rtt_ms, task_workers=args.task_workers or 0)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -64,10 +76,11 @@ def print_summary(run: results.Run) -> None:
     s = run.summary
     table = Table(title=f"Run {run.run_id}: median (min-max) of {run.meta['plan']['repetitions']}"
                         " repetitions")
-    for col in ("workload", "config", "agents", "ops/s", "p99 ms (main op)", "errors", "lost"):
+    for col in ("workload", "config", "agents", "think ms", "rtt ms", "ops/s",
+                "p99 ms (main op)", "errors", "lost", "limited by"):
         table.add_column(col, justify="right" if col not in ("workload", "config") else "left")
-    for (workload, config, agents), group in s.groupby(["workload", "config", "agents"],
-                                                       sort=False):
+    for (workload, config, agents, think, rtt), group in s.groupby(
+            ["workload", "config", "agents", "think_ms", "rtt_ms"], sort=False):
         def agg(metric: str, op: str = "all", frame: Any = group) -> str:
             values = results.select(frame, metric=metric, op=op)["value"]
             if values.empty:
@@ -76,15 +89,21 @@ def print_summary(run: results.Run) -> None:
             med, lo, hi = r["median"], r["min"], r["max"]
             return f"{med:,.1f} ({lo:,.1f}-{hi:,.1f})" if hi > lo else f"{med:,.1f}"
         declared = WORKLOADS.get(str(workload))
-        table.add_row(str(workload), str(config), str(agents), agg("ops_per_s"),
+        limited = ", ".join(sorted({str(v) for v in group["limited_by"] if v}))
+        table.add_row(str(workload), str(config), str(agents), f"{think:g}", f"{rtt:g}",
+                      agg("ops_per_s"),
                       agg("latency_p99_ms", declared.main_op if declared else "all"),
-                      agg("errors_total"), agg("lost_writes"))
+                      agg("errors_total"), agg("lost_writes"), limited or "-")
     console.print(table)
 
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
     specs = plan.specs()
+    for line in plan.skipped():
+        err.print(line)
+    if not specs:
+        raise CliError("nothing to run: every combination was skipped (see above)")
     results_dir = Path(args.results_dir)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
