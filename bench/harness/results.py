@@ -86,8 +86,8 @@ def write(path: Path, meta: dict[str, Any], summary: list[dict[str, Any]],
     path.mkdir(parents=True, exist_ok=True)
     meta = {"schema_version": SCHEMA_VERSION, **meta}
     (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    frame = pd.DataFrame(summary, columns=SUMMARY_KEYS)
-    frame.fillna(SCENARIO_COLUMNS).to_csv(path / "summary.csv", index=False)
+    frame = _with_scenario_columns(pd.DataFrame(summary, columns=SUMMARY_KEYS))
+    frame.to_csv(path / "summary.csv", index=False)
     pd.DataFrame(timeseries).to_csv(path / "timeseries.csv", index=False)
     # The largest file of a run (6.5 MB as text for a full profile, 0.5 MB compressed).
     pd.DataFrame(histograms).to_csv(path / "histograms.csv.gz", index=False,
@@ -154,8 +154,9 @@ def _with_scenario_columns(summary: pd.DataFrame) -> pd.DataFrame:
     for column, value in SCENARIO_COLUMNS.items():
         if column not in summary.columns:
             summary[column] = value
-        else:
-            summary[column] = summary[column].fillna(value)
+        elif summary[column].isna().any():  # cast first: "" into a float column (all NaN)
+            kind = object if isinstance(value, str) else summary[column].dtype
+            summary[column] = summary[column].astype(kind).fillna(value)
     extra = [c for c in summary.columns if c not in SUMMARY_KEYS]
     ordered: pd.DataFrame = summary[[c for c in SUMMARY_KEYS if c in summary.columns] + extra]
     return ordered
