@@ -31,7 +31,7 @@ STEP_WORKLOAD = "agent-step"  # agents as asyncio tasks that think, then write
 SCENARIO_COLUMNS = ("think_ms", "rtt_ms")
 LAG_LIMIT_MS = 10.0  # a run whose step-start lag p99 exceeds this measured the load generator
 # The load generator's own step-start lag p99 (ms), under whichever name the run wrote it.
-LAG_METRICS = ("step_start_lag_p99_ms", "start_lag_p99_ms", "lag_p99_ms")
+LAG_METRICS = ("step_lag_p99_ms", "step_start_lag_p99_ms", "start_lag_p99_ms", "lag_p99_ms")
 LIMITED_METRIC = "load_generator_limited"  # 1 when the harness marked the run itself
 ERROR_BUDGET = 0.001  # at most 0.1% of steps may fail after db.atomic()'s retries
 KEY = ["config", "agents", "think_ms", "rtt_ms"]
@@ -109,13 +109,19 @@ def cells(summary: pd.DataFrame, workload: str = STEP_WORKLOAD) -> pd.DataFrame:
     parts.append(next((lag for lag in lags if not lag.empty), lags[0]))
     table = pd.concat(parts, axis=1)
     table["reps"] = s.groupby(KEY)["rep"].nunique()
+    if "limited_by" in s.columns:  # the harness's own mark (bench.harness.results)
+        table["marked"] = s.groupby(KEY)["limited_by"].agg(
+            lambda v: any(isinstance(x, str) and x for x in v))
+    else:
+        table["marked"] = False
     table["backend"] = s.groupby(KEY)["backend"].first()
     table = table.reset_index()
     table = table[table["p99_ms"].notna()]
     for column in ("errors", "lost", "acked"):
         table[column] = table[column].fillna(0.0)
     table["limited"] = ((table["lag_p99_ms"].fillna(0.0) > LAG_LIMIT_MS)
-                        | (table["limited_flag"].fillna(0.0) > 0))
+                        | (table["limited_flag"].fillna(0.0) > 0)
+                        | table["marked"].fillna(False).astype(bool))
     result: pd.DataFrame = table[columns]
     return result
 

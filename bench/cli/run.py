@@ -57,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "each agent as fast as it can)")
     p.add_argument("--no-samples", action="store_true",
                    help="skip raw/samples.csv.gz (every latency sample)")
+    p.add_argument("--think-ms", help="comma-separated median think times between an agent's"
+                   " steps (asyncio workloads, e.g. agent-step), 0 = closed loop")
+    p.add_argument("--rtt-ms", help="comma-separated network round trips added between the"
+                   " agents and PostgreSQL, e.g. 0,1,5,20 (SQLite configs run at 0 only)")
+    p.add_argument("--task-workers", type=int,
+                   help="worker processes for asyncio agents (unset: one per core)")
     p.epilog = (one_per_line("workloads", WORKLOADS) + "\n\n" + one_per_line("configs", CONFIGS)
                 + "\n\n`python -m bench list` describes them.")
 
@@ -64,10 +70,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_plan(args: argparse.Namespace) -> Plan:
     profile = dict(PROFILES[args.profile])
     try:
-        configs = parse_configs(args.config)
-        workloads = parse_workloads(args.workload)
+        configs = parse_configs(args.config or ",".join(profile.get("configs", [])) or None)
+        workloads = parse_workloads(args.workload
+                                    or ",".join(profile.get("workloads", [])) or None)
         agents = (arglist.numbers(args.agents, int, "--agents", 1) if args.agents
                   else profile["agents"])
+        think_ms = (arglist.numbers(args.think_ms, float, "--think-ms", 0.0)
+                    if args.think_ms else profile.get("think_ms", [0]))
+        rtt_ms = (arglist.numbers(args.rtt_ms, float, "--rtt-ms", 0.0)
+                  if args.rtt_ms else profile.get("rtt_ms", [0]))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     for name, value in (("--duration", args.duration), ("--repetitions", args.repetitions),
@@ -80,7 +91,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
                     warmup=profile["warmup"] if args.warmup is None else args.warmup,
                     repetitions=args.repetitions or profile["repetitions"],
                     corpus=args.corpus or profile["corpus"], workers=args.workers,
-                    rate=args.rate, keep_samples=not args.no_samples)
+                    rate=args.rate, keep_samples=not args.no_samples, think_ms=think_ms,
+                    rtt_ms=rtt_ms, task_workers=args.task_workers or 0)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -89,9 +101,10 @@ def summary_table(run: results.Run) -> Table:
     s = run.summary
     out = table(f"Run {run.run_id}: median (min-max) of {run.meta['plan']['repetitions']} "
                 "repetitions", ("workload", "config"),
-                ("agents", "ops/s", "p99 ms (main op)", "errors", "lost"))
-    for (workload, config, agents), group in s.groupby(["workload", "config", "agents"],
-                                                       sort=False):
+                ("agents", "think ms", "rtt ms", "ops/s", "p99 ms (main op)", "errors", "lost",
+                 "limited by"))
+    for (workload, config, agents, think, rtt), group in s.groupby(
+            ["workload", "config", "agents", "think_ms", "rtt_ms"], sort=False):
         def agg(metric: str, op: str = "all", frame: Any = group) -> str:
             values = results.select(frame, metric=metric, op=op)["value"]
             if values.empty:
@@ -100,9 +113,11 @@ def summary_table(run: results.Run) -> Table:
             med, lo, hi = r["median"], r["min"], r["max"]
             return f"{med:,.1f} ({lo:,.1f} - {hi:,.1f})" if hi > lo else f"{med:,.1f}"
         declared = WORKLOADS.get(str(workload))
-        out.add_row(str(workload), str(config), str(agents), agg("ops_per_s"),
+        limited = ", ".join(sorted({str(v) for v in group["limited_by"] if v}))
+        out.add_row(str(workload), str(config), str(agents), f"{think:g}", f"{rtt:g}",
+                    agg("ops_per_s"),
                     agg("latency_p99_ms", declared.main_op if declared else "all"),
-                    agg("errors_total"), agg("lost_writes"))
+                    agg("errors_total"), agg("lost_writes"), limited or "-")
     return out
 
 
@@ -117,13 +132,19 @@ def finished_line(n: int, total: int, spec: RunSpec, rows: list[dict[str, Any]])
     parts = [f"{ops:,.1f} ops/s" if ops is not None else "no ops",
              f"p99 {p99:,.2f} ms ({main_op})" if p99 is not None else f"no {main_op} completed",
              f"{errors or 0:,.0f} errors"]
-    return (f"run {n}/{total}: {spec.workload} {spec.config} agents={spec.agents} "
+    scenario = (f" think={spec.think_ms:g}ms" if spec.think_ms else "") + (
+        f" rtt={spec.rtt_ms:g}ms" if spec.rtt_ms else "")
+    return (f"run {n}/{total}: {spec.workload} {spec.config} agents={spec.agents}{scenario} "
             f"rep={spec.rep + 1}: " + ", ".join(parts))
 
 
 def main(args: argparse.Namespace) -> int:
     plan = build_plan(args)
     specs = plan.specs()
+    for line in plan.skipped():
+        err.print(line)
+    if not specs:
+        raise CliError("nothing to run: every combination was skipped (see above)")
     results_dir = Path(args.results_dir)
     plain = not err.is_terminal  # a log file: rich draws no bar, so print a line per run
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),

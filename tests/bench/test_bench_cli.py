@@ -13,7 +13,7 @@ from bench import ROOT
 from bench.cli import main
 from bench.harness import results
 from bench.harness.agent import AgentContext, drive
-from bench.harness.configs import CONFIGS
+from bench.harness.configs import CONFIGS, DEFAULT_CONFIGS
 from bench.harness.workloads import agent_write
 
 
@@ -43,7 +43,7 @@ def test_every_workload_on_every_config(short_run: tuple[subprocess.CompletedPro
     s = run.summary
     combos = set(zip(s["workload"], s["config"], strict=True))
     assert combos == {(w, c) for w in ("agent-write", "read-while-write", "search")
-                      for c in CONFIGS}
+                      for c in (c.name for c in DEFAULT_CONFIGS)}
     ops = s[(s["metric"] == "ops_per_s") & (s["op"] == "all")]
     assert (ops["value"] > 0).all(), ops
     assert (s[s["metric"] == "lost_writes"]["value"] == 0).all()
@@ -147,7 +147,7 @@ def test_postgres_configs_differ_only_in_isolation(storekit_postgres_url: str) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--workload", "nope"], "valid: agent-write, read-while-write, search"),
+        (["run", "--workload", "nope"], "valid: agent-step, agent-write, read-while-write, search"),
         (["run", "--config", "mysql"], "valid: sqlite-wal"),
         (["run", "--agents", "0"], "positive"),
         (["run", "--agents", "-2"], "positive"),
