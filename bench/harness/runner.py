@@ -74,7 +74,8 @@ class Plan:
 
     def specs(self) -> list[RunSpec]:
         return [RunSpec(w, c.name, a, rep) for rep in range(self.repetitions)
-                for a in self.agents for w in self.workloads for c in self.configs]
+                for a in self.agents for w in self.workloads for c in self.configs
+                if not WORKLOADS[w].configs or c.name in WORKLOADS[w].configs]
 
     def seconds(self) -> float:
         return len(self.specs()) * (self.duration + self.warmup + START_MARGIN + 0.3)
@@ -95,7 +96,10 @@ def agent_task(config_name: str, workload: str, url: str, ctx: AgentContext) -> 
         return drive(ctx, module.operation(db, ctx))
 
 
-def _worker_ready(_: int) -> None:
+def _worker_ready(workloads: list[str]) -> None:
+    for name in workloads:
+        if (warm := WORKLOADS[name].warm) is not None:
+            warm()
     time.sleep(0.05)  # long enough that every worker takes one
 
 
@@ -159,7 +163,7 @@ class Runner:
             self._pool = ctx.Pool(size)
             # Spawned workers take seconds to start on a small machine; without this the
             # first run's agents would start late and its first seconds would measure that.
-            self._pool.map(_worker_ready, range(size), chunksize=1)
+            self._pool.map(_worker_ready, [self.plan.workloads] * size, chunksize=1)
         return self._pool
 
     def run_one(self, spec: RunSpec) -> Outcome:
