@@ -143,6 +143,9 @@ class Plan:
 
 def skip_reason(workload: str, config: Config, think_ms: float, rtt_ms: float) -> str | None:
     """None if the combination is run, else why not."""
+    only = WORKLOADS[workload].configs
+    if only and config.name not in only:
+        return f"{workload} on {config.name}: it runs on {', '.join(only)} only"
     if rtt_ms and config.backend == "sqlite":
         return (f"{config.name} at rtt_ms={_number(rtt_ms)}: SQLite is a file on the agents'"
                 " machine, there is no network to add (only rtt_ms=0 is run)")
@@ -168,7 +171,10 @@ def agent_task(config_name: str, workload: str, url: str, ctx: AgentContext) -> 
         return drive(ctx, module.operation(db, ctx))
 
 
-def _worker_ready(_: int) -> None:
+def _worker_ready(workloads: list[str]) -> None:
+    for name in workloads:
+        if (warm := WORKLOADS[name].warm) is not None:
+            warm()
     time.sleep(0.05)  # long enough that every worker takes one
 
 
@@ -260,7 +266,7 @@ class Runner:
             self._pool = ctx.Pool(size)
             # Spawned workers take seconds to start on a small machine; without this the
             # first run's agents would start late and its first seconds would measure that.
-            self._pool.map(_worker_ready, range(size), chunksize=1)
+            self._pool.map(_worker_ready, [self.plan.workloads] * size, chunksize=1)
         return self._pool
 
     def run_one(self, spec: RunSpec) -> Outcome:

@@ -147,7 +147,7 @@ def test_postgres_configs_differ_only_in_isolation(storekit_postgres_url: str) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--workload", "nope"], "valid: agent-step, agent-write, read-while-write, search"),
+        (["run", "--workload", "nope"], "unknown workload nope; valid: agent-"),
         (["run", "--config", "mysql"], "valid: sqlite-wal"),
         (["run", "--agents", "0"], "positive"),
         (["run", "--agents", "-2"], "positive"),

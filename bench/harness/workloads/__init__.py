@@ -33,6 +33,10 @@ class Workload:
     extra_metrics: Callable[[list[AgentResult]], dict[str, float]]  # staleness, freshness...
     notebooks: tuple[str, ...] = ()  # notebooks (stems) that need this workload in the run
     default: bool = True  # part of `--workload all`
+    configs: tuple[str, ...] = ()  # the only configs it runs on (); () = every config
+    # Imports that take seconds (LangGraph): each worker process runs this before the
+    # clock starts, so a run's first agents do not spend its warm-up importing.
+    warm: Callable[[], None] | None = None
     # An asyncio workload: agents are tasks on storekit.aio, many per worker process
     # (bench/harness/tasks.py); `operation` is then unused. It takes --think-ms.
     async_operation: Callable[[AsyncDatabase, AgentContext], AsyncOperation] | None = None
