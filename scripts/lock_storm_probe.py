@@ -43,7 +43,7 @@ class Interrupt(Exception):
     """Raised by the test's signal handler."""
 
 
-@pytest.mark.parametrize("mode", ["run"])  # transaction: see issue report (Transaction.__exit__)
+@pytest.mark.parametrize("mode", ["run", "transaction"])
 def test_a_signal_storm_wedges_nothing_and_loses_nothing(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "storm.db"
     conn = sqlite3.connect(path)
