@@ -469,7 +469,10 @@ class Database:
         """
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
-        if self._local.tx is not None:
+        tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
+        if tx is not None:
             with self.transaction(readonly=readonly, team_id=team_id,
                                   isolation=isolation) as tx:
                 return fn(tx, *args, **kwargs)
