@@ -213,7 +213,10 @@ class Transaction:
         psycopg.Connection), for what storekit does not wrap, such as COPY. The caller's
         responsibility: use it only inside the transaction, and leave it as found (no
         COMMIT, ROLLBACK, SET or LISTEN); storekit's errors and guarantees do not cover it."""
-        return self._h().conn  # type: ignore[attr-defined]
+        conn = self._h().conn  # type: ignore[attr-defined]
+        if hasattr(conn, "dirty"):
+            conn.dirty = True  # PostgreSQL: SQL storekit did not see; reset it when returned
+        return conn
 
     @property
     def isolation(self) -> str | None:

@@ -2,8 +2,10 @@
 
 Pooled connections run in autocommit; storekit sends BEGIN/COMMIT itself, so a
 transaction is one borrowed connection. A returned connection is reset (RESET_SESSION)
-before the pool takes it back, so no SET, temporary table, advisory lock, open cursor or
-LISTEN reaches the next borrower (a transaction left open is rolled back first).
+before the pool takes it back if any SQL it ran could change the session (session.py), so
+no SET, temporary table, advisory lock, open cursor or LISTEN reaches the next borrower (a
+transaction left open is rolled back first). After plain statements there is nothing to
+reset, and no round trip is spent on it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from storekit.backends.base import (
     SqliteOptions,
 )
 from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
+from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
@@ -85,9 +88,13 @@ _RESETTABLE = (_IDLE, psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.Transacti
 
 # DISCARD ALL without DEALLOCATE ALL / DISCARD PLANS: psycopg's own prepared statements
 # survive (the hot path keeps them), every setting goes back to its value at connection
-# start (so a URL's options=-csearch_path=... stays), and the rest of the session is cleared.
+# start (so a URL's options=-csearch_path=... stays), and the rest of the session is cleared,
+# statements a caller PREPAREd in SQL included.
 RESET_SESSION = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-                 " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+                 " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;"
+                 " DO $storekit$ DECLARE r record; BEGIN FOR r IN SELECT name FROM"
+                 " pg_prepared_statements WHERE from_sql LOOP"
+                 " EXECUTE 'DEALLOCATE ' || quote_ident(r.name); END LOOP; END $storekit$")
 _SCOPE_SCHEMAS = (
     # Schemas where enable_row_security installed the key registration. Functions the
     # session's own role could have written are ignored: they could keep the key.
@@ -98,11 +105,24 @@ _SCOPE_SCHEMAS = (
 )
 
 
+class StoreConnection(psycopg.Connection[Row]):
+    """A pooled connection that remembers whether its session may have changed since the
+    last reset: SQL that could (session.py) marks it, and _putconn resets only then."""
+
+    dirty = True  # until the first reset, assume the worst (a class default, no __init__)
+
+
+def _mark(conn: psycopg.Connection[Row], sql: str) -> None:
+    if changes_session(sql):
+        conn.dirty = True  # type: ignore[attr-defined]
+
+
 # Data methods as functions of a connection: the autocommit path calls them on a
 # borrowed connection without allocating a handle per call.
 def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> RunResult:
     try:
         t = translate(sql, "postgres")
+        _mark(conn, t.sql)
         cur = conn.execute(t.sql, check_params(t, params))
         if t.returning and cur.description is not None:
             row = cur.fetchone()
@@ -117,6 +137,7 @@ def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Ru
 def pg_get(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Row | None:
     try:
         t = translate(sql, "postgres")
+        _mark(conn, t.sql)
         return conn.execute(t.sql, check_params(t, params)).fetchone()
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
@@ -127,6 +148,7 @@ def pg_get(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Ro
 def pg_all(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> list[Row]:
     try:
         t = translate(sql, "postgres")
+        _mark(conn, t.sql)
         return conn.execute(t.sql, check_params(t, params)).fetchall()
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
@@ -139,6 +161,7 @@ def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
         if not isinstance(script, str):
             raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
         check_sql_text(script)
+        _mark(conn, script)
         conn.execute(script)  # no parameters: the simple protocol runs many statements
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
@@ -208,6 +231,7 @@ class PgHandle:
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
+            _mark(self.conn, t.sql)
             with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
                 if tx is not None:
                     tx._opened(cur)  # closed when the transaction ends, while still its own
@@ -231,6 +255,7 @@ class PgHandle:
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         try:
             t = translate(sql, "postgres")
+            _mark(self.conn, t.sql)
             with self.conn.cursor() as cur:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
@@ -418,6 +443,7 @@ class PostgresBackend:
             # a fresh attempt at once instead of waiting out a long backoff.
             reconnect_timeout=2.0,
             configure=self._configure,
+            connection_class=StoreConnection,
             open=False,
             name="storekit",
         )
@@ -490,17 +516,19 @@ class PostgresBackend:
             raise self._pool_timeout() from exc
 
     def _putconn(self, conn: psycopg.Connection[Row]) -> None:
-        """Reset the session in the caller's thread (one round trip), then hand the
-        connection back. psycopg_pool's own reset= callback would run it on a worker thread:
-        measured, that thread hand-off cost more than the round trip."""
+        """Reset the session in the caller's thread (one round trip) if it may have changed
+        (conn.dirty, or a transaction left open), then hand the connection back.
+        psycopg_pool's own reset= callback would run it on a worker thread: measured, that
+        thread hand-off cost more than the round trip."""
         status = conn.pgconn.transaction_status
-        if status in _RESETTABLE:
+        if status in _RESETTABLE and (status != _IDLE or getattr(conn, "dirty", True)):
             try:
                 if status != _IDLE:
                     # A transaction left open (BEGIN sent as SQL): a rollback undoes its
                     # SETs, but not a session advisory lock it took.
                     conn.rollback()
                 conn.execute(self._reset_session)
+                conn.dirty = False  # type: ignore[attr-defined]
             except psycopg.Error:
                 conn.close()  # the pool replaces a closed connection
         self._pool.putconn(conn)
