@@ -60,6 +60,7 @@ _PURE_FUNCTIONS = frozenset({
 _WORD_BEFORE_PAREN = re.compile(
     r'([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*|")?\s*\(')
 _INTO_TABLE = re.compile(r'\binto\s+("[^"]*"|[a-z_][a-z0-9_$]*)\s*$')
+_ALIAS = re.compile(r"\bas\s+$")
 _FIRST_WORD = re.compile(r"\s*([a-z_]+)\b")
 _TEMPORARY = re.compile(r"\b(temp|temporary|pg_temp)\b")
 
@@ -102,8 +103,8 @@ def _scan(sql: str) -> bool:
             return True  # a schema-qualified call (or stranger): not a known built-in
         if word in _KEYWORDS or word in _PURE_FUNCTIONS:
             continue
-        if _INTO_TABLE.search(text[:match.end(1)]):
-            continue  # INSERT INTO t (columns)
+        if _INTO_TABLE.search(text[:match.end(1)]) or _ALIAS.search(text[:start]):
+            continue  # INSERT INTO t (columns), or AS q (columns): names, not a call
         return True
     return False
 
