@@ -63,7 +63,7 @@ def print_table(frame: pd.DataFrame, title: str) -> None:
                 "storekit/raw", "added us", "budget us", "storekit/SQLAlchemy"):
         table.add_column(col, justify="left" if col in ("operation", "backend") else "right")
     for _, r in frame.iterrows():
-        mark = "" if r["within_budget"] else " over"
+        mark = "" if r["within_budget"] else "!"
         table.add_row(r["operation"], r["backend"], f"{r['storekit']:.4f}", f"{r['raw']:.4f}",
                       f"{r['sqlalchemy']:.4f}", f"{r['storekit/raw']:.2f}",
                       f"{r['added_us']:+.1f}{mark}", f"{r['budget_us']:.1f}",
@@ -95,6 +95,7 @@ def run(quick: bool, out_dir: Path) -> int:
     json_path.write_text(json.dumps(data, indent=1))
     frame = ratios(json_path)
     frame.to_csv(json_path.with_suffix(".ratios.csv"), index=False, float_format="%.5g")
-    print_table(frame, f"Adapter overhead, medians from one session ({json_path.name})")
+    print_table(frame, f"Adapter overhead, medians from one session ({json_path.name});"
+                       " added us ending in ! is over its budget")
     print(f"JSON: {json_path}")
     return 0
