@@ -294,7 +294,10 @@ class Transaction:
         psycopg.Connection), for what storekit does not wrap, such as COPY. The caller's
         responsibility: use it only inside the transaction, and leave it as found (no
         COMMIT, ROLLBACK, SET or LISTEN); storekit's errors and guarantees do not cover it."""
-        return self._h().conn  # type: ignore[attr-defined]
+        conn = self._h().conn  # type: ignore[attr-defined]
+        if hasattr(conn, "dirty"):
+            conn.dirty = True  # PostgreSQL: SQL storekit did not see; reset it when returned
+        return conn
 
     @property
     def isolation(self) -> str | None:
@@ -570,9 +573,15 @@ class Database:
         params: Params = None,
         columns: Sequence[str] | None = None,
     ) -> list[Row]:
+        """Rows best first; each row's "rank" is its relevance relative to the page's best
+        match, 1.0 down to 0.001 (storekit.search.scale_ranks), on both backends."""
         sql, values = self.search_sql(table, query, limit=limit, offset=offset, where=where,
                                       params=params, columns=columns)
-        return [] if sql is None else self.all(sql, values)
+        if sql is None:
+            return []
+        from storekit.search import scale_ranks
+
+        return scale_ranks(self.all(sql, values))
 
     @_checked
     def search_sql(

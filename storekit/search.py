@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from storekit.backends.base import Dialect
+from storekit.backends.base import Dialect, Row
 from storekit.errors import ProgrammingError
 from storekit.features import FeatureState
 from storekit.params import Params
@@ -112,6 +112,23 @@ def _search_info(db: Database, table: str) -> tuple[str, str]:
     if cached is None:
         cached = cache[table] = run_reader(db, db.dialect.search_source(table))
     return cached
+
+
+# The lowest rank a match gets: the raw scores of weak matches are tiny (SQLite's bm25 floors
+# a common word's weight at 1e-6, ts_rank returns 1e-20), and a match must never show as 0.
+MIN_RANK = 0.001
+
+
+def scale_ranks(rows: list[Row]) -> list[Row]:
+    """Each row's rank, rescaled to its relevance relative to the page's best match: 1.0
+    for the best, down to MIN_RANK. The backends' raw scores (-bm25, ts_rank) differ in scale
+    by orders of magnitude; this scale reads the same on both. search_sql() shows the raw one."""
+    if rows:
+        best = max(row["rank"] for row in rows)
+        for row in rows:
+            raw = row["rank"]
+            row["rank"] = max(MIN_RANK, raw / best) if best > 0 and raw > 0 else MIN_RANK
+    return rows
 
 
 @lru_cache(maxsize=256)

@@ -63,8 +63,25 @@ def metric_table(s: pd.DataFrame, spec: MetricTable, repetitions: object) -> lis
     for config, row in table.iterrows():
         cells = [spec.fmt.format(v) if pd.notna(v) else "-" for v in row]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    lines += ceiling_rows(spec, [int(a) for a in table.columns])
     lines.append("")
     return lines
+
+
+def ceiling_rows(spec: MetricTable, agents: list[int]) -> list[str]:
+    """Under a PostgreSQL throughput table: pgbench running the same transaction at the
+    same agent counts, from the latest `bench calibrate` under results/ (if any), so a
+    reader sees how much of a difference is the Python client."""
+    if spec.metric != "ops_per_s":
+        return []
+    from bench.investigations.calibrate import pgbench_ceiling
+
+    ceiling = pgbench_ceiling(results.RESULTS_DIR)
+    cells = [ceiling.get((spec.workload, a)) for a in agents]
+    if all(c is None for c in cells):
+        return []
+    return ["| pgbench, same transaction (bench calibrate) | "
+            + " | ".join(spec.fmt.format(c) if c is not None else "-" for c in cells) + " |"]
 
 
 def claims_table(s: pd.DataFrame) -> list[str]:

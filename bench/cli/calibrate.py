@@ -1,33 +1,50 @@
 """Is the harness the bottleneck? fsync latency, and the harness against pgbench and a
-bare sqlite3 loop on the same statement; writes results/extras/calibration-<time>.json."""
+bare sqlite3 loop running each workload's write transaction, at 1, 4 and 16 agents;
+writes results/extras/calibration-<time>.json."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.cli.base import console, table
+from bench.cli.base import CliError, console, table
 from bench.harness import results
-from bench.investigations.calibrate import calibrate
+from bench.investigations.calibrate import AGENTS, calibrate
+from bench.investigations.calibrate_tx import WRITE_TXS
 
-HELP = "fsync latency and harness-vs-pgbench/sqlite3 ratios"
+HELP = "harness vs pgbench / bare sqlite3 on each workload's write transaction"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=5.0,
-                   help="measured seconds of each loop (harness, bare sqlite3, pgbench)")
-    p.add_argument("--clients", type=int, default=4,
-                   help="pgbench clients and harness agents in the PostgreSQL comparison")
+                   help="measured seconds per run (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternating baseline/harness pairs per point (default: %(default)s)")
+    p.add_argument("--agents", default=",".join(map(str, AGENTS)),
+                   help="agent counts, comma-separated (default: %(default)s)")
+    p.add_argument("--workload", default="all",
+                   help=f"workloads, comma-separated, of: {', '.join(WRITE_TXS)}"
+                        " (default: all)")
 
 
 def main(args: argparse.Namespace) -> int:
-    report = calibrate(Path(args.results_dir), seconds=args.seconds, clients=args.clients)
-    path = results.write_extra("calibration", {"seconds": args.seconds,
-                                               "clients": args.clients, "results": [report]},
-                               Path(args.results_dir))
-    out = table("Calibration (same machine, same run)", ("measure",), ("value",))
-    for key, value in report.items():
-        out.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    agents = tuple(int(a) for a in str(args.agents).split(",") if a.strip())
+    workloads = None if args.workload == "all" else [
+        w.strip() for w in args.workload.split(",") if w.strip()]
+    unknown = [w for w in workloads or [] if w not in WRITE_TXS]
+    if unknown or not agents or min(agents) <= 0:
+        raise CliError(f"unknown workload {unknown} or bad --agents {args.agents!r}")
+    report = calibrate(Path(args.results_dir), seconds=args.seconds, rounds=args.rounds,
+                       agents=agents, workloads=workloads, progress=console.print)
+    path = results.write_extra("calibration", report, Path(args.results_dir))
+    out = table(f"Harness vs the same transaction with nothing around it; {path}",
+                ("workload", "backend"),
+                ("agents", "baseline", "baseline tps", "harness tps", "harness / baseline"))
+    for r in report["ratios"]:
+        out.add_row(r["workload"], r["backend"], str(r["agents"]), r["baseline"],
+                      f"{r['baseline_tps']:,.0f}", f"{r['harness_tps']:,.0f}",
+                      f"{r['ratio']:.2f}")
     console.print(out)
-    console.print(f"written: {path}", highlight=False)
+    console.print(f"fdatasync p50 {report['fdatasync_p50_ms']:.3f} ms;"
+                  f" {'; '.join(report['skipped'])}")
     return 0

@@ -1,8 +1,19 @@
-"""Is the harness the bottleneck? Compare it with pgbench and with a bare sqlite3 loop,
-on the same statement, clients and server, in the same run (A B A B)."""
+"""Is the harness the bottleneck? For every workload's write transaction, at 1, 4 and 16
+agents, the harness's rate against the same transaction run with nothing around it: a
+bare sqlite3 loop (SQLite) and pgbench with a script of the same statements (PostgreSQL),
+on the same files and server, in the same run, interleaved (A B A B).
+
+The harness side is the real agent loop (bench.harness.agent.drive) around the workload's
+own writer, in spawned processes as `bench run` starts them; only writers run, so the
+rates compare one transaction. The ratio table goes to results/extras/calibration-*.json;
+bench.analysis.headline reads the latest one to show the pgbench ceiling beside PostgreSQL
+figures (see `pgbench_ceiling`).
+"""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import re
 import sqlite3
@@ -13,88 +24,201 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness.agent import AgentContext, AgentResult, drive
 from bench.harness.configs import CONFIGS
 from bench.harness.environment import fsync_latency
-from bench.harness.runner import Plan, execute_specs
-from bench.harness.workloads.single_insert import DOC_TEXT
+from bench.harness.workloads import WORKLOADS
+from bench.investigations.calibrate_tx import WRITE_TXS
 from storekit.testing import find_pg_bin, postgres_server
 from storekit.url import DatabaseURL
 
+AGENTS = (1, 4, 16)
+SQLITE_CONFIG = "sqlite-wal"
+POSTGRES_CONFIG = "postgres"
+WARMUP = 0.5
+CORPUS = 2_000  # the search workload's seed rows: its write is what is measured here
 
-def pgbench_tps(bindir: Path, url: str, clients: int, seconds: float) -> float:
-    """pgbench with one INSERT per transaction; the password goes in the environment."""
+
+def _start_margin(agents: int) -> float:
+    return 0.5 + 0.05 * agents  # spawned workers are ready; this covers opening connections
+
+
+def _bare_agent(path: str, workload: str, run_key: int, agent: int, start_at: float,
+                seconds: float) -> int:
+    """One process of the bare loop: sqlite3 with WAL, NORMAL and a 5 s busy timeout."""
+    tx = WRITE_TXS[workload].bare
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    begin = start_at - time.time() + time.perf_counter()
+    measure, end = begin + WARMUP, begin + WARMUP + seconds
+    while time.perf_counter() < begin:
+        time.sleep(0.002)
+    n = seq = 0
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        try:
+            tx(conn, run_key, agent, seq)
+        except sqlite3.OperationalError:
+            seq += 1
+            continue  # "database is locked" after the busy timeout: not a commit
+        seq += 1
+        if now >= measure:
+            n += 1
+    conn.close()
+    return n
+
+
+def _harness_agent(config: str, workload: str, url: str, ctx: AgentContext) -> AgentResult:
+    with CONFIGS[config].open(url, pool_size=1) as db:
+        return drive(ctx, WORKLOADS[workload].operation(db, ctx))
+
+
+class Calibration:
+    def __init__(self, seconds: float, agents: tuple[int, ...]) -> None:
+        self.seconds = seconds
+        self.agents = agents
+        self.run_key = 0
+        mp = multiprocessing.get_context("spawn")
+        self.pool = mp.Pool(max(agents))
+        self.pool.map(time.sleep, [0.05] * max(agents), chunksize=1)  # workers up first
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+    def _prepare(self, config: str, workload: str, url: str, agents: int) -> int:
+        self.run_key += 1
+        with CONFIGS[config].open(url) as db:
+            WORKLOADS[workload].prepare(db, self.run_key, ["writer"] * agents)
+        return self.run_key
+
+    def harness(self, config: str, workload: str, url: str, agents: int) -> float:
+        """Committed write transactions per second through the harness's agent loop."""
+        run_key = self._prepare(config, workload, url, agents)
+        start_at = time.time() + _start_margin(agents)
+        # probe_every=0: the search writer's freshness probe is a search, not its write.
+        params = {"writers": agents, "sample_every": 1, "probe_every": 0}
+        contexts = [AgentContext(i, "writer", run_key, start_at, WARMUP, self.seconds, None,
+                                 seed=run_key * 100 + i, params=params) for i in range(agents)]
+        results = self.pool.starmap(_harness_agent, [(config, workload, url, c) for c in contexts],
+                                    chunksize=1)
+        return sum(sum(r.counts.values()) for r in results) / self.seconds
+
+    def bare(self, path: str, workload: str, agents: int) -> float:
+        run_key = self._prepare(SQLITE_CONFIG, workload, f"sqlite:///{path}", agents)
+        start_at = time.time() + _start_margin(agents)
+        counts = self.pool.starmap(
+            _bare_agent, [(path, workload, run_key, i, start_at, self.seconds)
+                          for i in range(agents)], chunksize=1)
+        return sum(counts) / self.seconds
+
+    def pgbench(self, bindir: Path, url: str, workload: str, agents: int) -> float:
+        run_key = self._prepare(POSTGRES_CONFIG, workload, url, agents)
+        return pgbench_tps(bindir, url, WRITE_TXS[workload].pgbench(run_key), agents,
+                           self.seconds)
+
+
+def pgbench_tps(bindir: Path, url: str, script: str, clients: int, seconds: float) -> float:
+    """pgbench running `script` (prepared statements, serialization failures retried as
+    atomic() does); the password goes in the environment, never on the command line."""
     u = DatabaseURL.parse(url)
-    literal = DOC_TEXT.replace("'", "''")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(f"INSERT INTO bench_insert (doc) VALUES ('{literal}');\n")
-    os.chmod(script.name, 0o644)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    os.chmod(f.name, 0o644)
     env = {**os.environ, "PGPASSWORD": u.password or ""}
-    cmd = [str(bindir / "pgbench"), "-n", "-c", str(clients), "-j", str(min(clients, 2)),
-           "-T", str(max(1, round(seconds))), "-f", script.name, "-h", u.host or "127.0.0.1",
+    if u.options.get("options"):
+        env["PGOPTIONS"] = u.options["options"]  # e.g. the URL's search_path
+    cmd = [str(bindir / "pgbench"), "-n", "-M", "prepared", "--max-tries=11",
+           "-c", str(clients), "-j", str(min(clients, 2)),
+           "-T", str(max(1, round(seconds))), "-f", f.name, "-h", u.host or "127.0.0.1",
            "-p", str(u.port or 5432), "-U", u.username or "postgres", u.database or "postgres"]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True,
-                             timeout=seconds * 4 + 30).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                              timeout=seconds * 4 + 30)
     finally:
-        os.unlink(script.name)
-    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    if not match:
-        raise RuntimeError(f"could not read pgbench's tps from: {out[-500:]}")
+        os.unlink(f.name)
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    if done.returncode != 0 or not match:
+        tail = (done.stdout + done.stderr)[-800:]
+        raise RuntimeError(f"pgbench failed ({done.returncode}): {tail}")
     return float(match.group(1))
 
 
-def bare_sqlite_rate(path: Path, seconds: float) -> float:
-    """Rows/s of a plain sqlite3 loop, one commit per row, WAL + synchronous=NORMAL."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS bench_insert (id INTEGER PRIMARY KEY, doc TEXT)")
-    n = 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        conn.execute("INSERT INTO bench_insert (doc) VALUES (?)", (DOC_TEXT,))
-        n += 1
-    conn.close()
-    return n / seconds
+def _row(workload: str, backend: str, baseline: str, agents: int, base: list[float],
+         ours: list[float]) -> dict[str, Any]:
+    b, h = statistics.median(base), statistics.median(ours)
+    return {"workload": workload, "backend": backend, "baseline": baseline, "agents": agents,
+            "baseline_tps": b, "harness_tps": h, "ratio": h / b if b else float("nan"),
+            "baseline_runs": base, "harness_runs": ours}
 
 
-def harness_rate(config: str, agents: int, seconds: float, pg_url: str | None) -> float:
-    plan = Plan(workloads=["single-insert"], configs=[CONFIGS[config]], agents=[agents],
-                duration=seconds, warmup=0.5, repetitions=1, corpus=0, keep_samples=False)
-    summary = execute_specs(plan, pg_url)
-    return float(next(r["value"] for r in summary
-                      if r["metric"] == "ops_per_s" and r["op"] == "all"))
-
-
-def calibrate(results_dir: Path, *, seconds: float = 5.0, clients: int = 4,
-              rounds: int = 2) -> dict[str, Any]:
-    report: dict[str, Any] = {}
+def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
+              agents: tuple[int, ...] = AGENTS, workloads: list[str] | None = None,
+              progress: Any = None) -> dict[str, Any]:
+    """fsync latency, then per backend, workload and agent count: the baseline and the
+    harness, `rounds` times each, alternating. Returns {"fsync": ..., "ratios": [rows]}."""
+    names = [w for w in (workloads or list(WRITE_TXS)) if w in WRITE_TXS]
     fs = fsync_latency(results_dir)
-    report["fdatasync p50 (ms)"] = fs["fdatasync_p50_s"] * 1000
-    report["fdatasync ops/s"] = fs["fdatasync_ops_per_s"]
-    folder = Path(tempfile.mkdtemp(prefix="storekit-cal-"))
-    bare, ours = [], []
-    for i in range(rounds):
-        bare.append(bare_sqlite_rate(folder / f"bare{i}.db", seconds))
-        ours.append(harness_rate("sqlite-wal", 1, seconds, None))
-    report["sqlite-wal bare sqlite3 rows/s"] = statistics.median(bare)
-    report["sqlite-wal harness rows/s (1 agent)"] = statistics.median(ours)
-    report["sqlite harness/bare ratio"] = statistics.median(ours) / statistics.median(bare)
-    bindir = find_pg_bin()
-    if bindir is None or not (bindir / "pgbench").exists():
-        report["pgbench"] = "not found; skipped"
-        return report
-    with postgres_server() as server:
-        import storekit
-        from bench.harness.workloads import single_insert
-
-        with storekit.create_database(server.url) as db:
-            single_insert.setup(db, {})  # pgbench's table, in the public schema
-        pg, ours_pg = [], []
-        for _ in range(rounds):
-            pg.append(pgbench_tps(bindir, server.url, clients, seconds))
-            ours_pg.append(harness_rate("postgres", clients, seconds, server.url))
-    report[f"pgbench tps ({clients} clients)"] = statistics.median(pg)
-    report[f"harness tps ({clients} agents)"] = statistics.median(ours_pg)
-    report["postgres harness/pgbench ratio"] = statistics.median(ours_pg) / statistics.median(pg)
+    report: dict[str, Any] = {"fdatasync_p50_ms": fs["fdatasync_p50_s"] * 1000,
+                              "fdatasync_ops_per_s": fs["fdatasync_ops_per_s"],
+                              "seconds": seconds, "rounds": rounds, "agents": list(agents),
+                              "ratios": [], "skipped": []}
+    say = progress or (lambda _msg: None)
+    cal = Calibration(seconds, agents)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="storekit-cal-"))
+        for w in names:
+            path = str(folder / f"{w}.db")
+            url = f"sqlite:///{path}"
+            with CONFIGS[SQLITE_CONFIG].open(url) as db:
+                WORKLOADS[w].setup(db, {"corpus": CORPUS})
+            for n in agents:
+                base, ours = [], []
+                for _ in range(rounds):
+                    base.append(cal.bare(path, w, n))
+                    ours.append(cal.harness(SQLITE_CONFIG, w, url, n))
+                report["ratios"].append(_row(w, "sqlite", "bare sqlite3", n, base, ours))
+                say(f"sqlite {w} {n} agents: harness/bare {report['ratios'][-1]['ratio']:.2f}")
+        bindir = find_pg_bin()
+        if bindir is None or not (bindir / "pgbench").exists():
+            report["skipped"].append("pgbench not found: no PostgreSQL figures")
+            return report
+        with postgres_server() as server:
+            for w in names:
+                with CONFIGS[POSTGRES_CONFIG].open(server.url) as db:
+                    WORKLOADS[w].setup(db, {"corpus": CORPUS})
+                for n in agents:
+                    base, ours = [], []
+                    for _ in range(rounds):
+                        base.append(cal.pgbench(bindir, server.url, w, n))
+                        ours.append(cal.harness(POSTGRES_CONFIG, w, server.url, n))
+                    report["ratios"].append(_row(w, "postgres", "pgbench", n, base, ours))
+                    say(f"postgres {w} {n} agents: harness/pgbench"
+                        f" {report['ratios'][-1]['ratio']:.2f}")
+    finally:
+        cal.close()
     return report
+
+
+def latest_calibration(results_dir: Path) -> dict[str, Any] | None:
+    """The newest calibration file under results_dir/extras (or results_dir), if any."""
+    files = sorted([*results_dir.glob("extras/calibration-*.json"),
+                    *results_dir.glob("calibration-*.json")], key=lambda p: p.name)
+    for path in reversed(files):
+        data = json.loads(path.read_text())
+        if data.get("ratios"):
+            return dict(data)
+    return None
+
+
+def pgbench_ceiling(results_dir: Path) -> dict[tuple[str, int], float]:
+    """(workload, agents) -> pgbench TPS on that workload's write transaction, from the
+    latest calibration; empty when there is none."""
+    data = latest_calibration(results_dir)
+    if data is None:
+        return {}
+    return {(r["workload"], int(r["agents"])): float(r["baseline_tps"])
+            for r in data["ratios"] if r["backend"] == "postgres"}

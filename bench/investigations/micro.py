@@ -2,8 +2,8 @@
 
 Runs tests/benchmarks with pytest-benchmark enabled, writes the JSON to the output folder
 (results/microbench/ by default) with storekit/raw and storekit/SQLAlchemy median ratios
-per operation and backend; bench/cli/micro.py shows them. Ratios are reported, never
-asserted.
+per operation and backend, and the microseconds storekit adds to the raw driver beside its
+budget (WORK); bench/cli/micro.py shows them. Ratios are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ FULL = ["--benchmark-min-rounds=15", "--benchmark-max-time=1.0", "--benchmark-wa
         "--benchmark-warmup-iterations=20"]
 
 
+# Statements and transactions each operation runs, for the overhead budget: storekit may
+# add at most 1 us per statement plus 2 us per transaction (an autocommit statement is
+# one of each), or 10% of the raw driver's time, whichever is larger.
+WORK = {"point_select": (1, 1), "insert_autocommit": (1, 1), "insert_100_tx": (100, 1),
+        "run_many_1000": (1000, 1), "select_1000_dicts": (1, 1), "iterate_100k": (1, 1),
+        "json_path_indexed": (1, 1), "json_path_unindexed": (1, 1), "search": (1, 1),
+        "empty_transaction": (0, 1)}
+
+
+def budget_us(operation: str, raw_ms: float) -> float:
+    statements, transactions = WORK.get(operation, (1, 1))
+    return max(statements * 1.0 + transactions * 2.0, raw_ms * 1000 * 0.10)
+
+
 def ratios(json_path: Path) -> pd.DataFrame:
     data = json.loads(json_path.read_text())
     rows = [{"operation": b["extra_info"]["operation"], "backend": b["extra_info"]["backend"],
@@ -34,6 +48,10 @@ def ratios(json_path: Path) -> pd.DataFrame:
                                           values="median_ms").reset_index()
     wide["storekit/raw"] = wide["storekit"] / wide["raw"]
     wide["storekit/sqlalchemy"] = wide["storekit"] / wide["sqlalchemy"]
+    wide["added_us"] = (wide["storekit"] - wide["raw"]) * 1000
+    wide["budget_us"] = [budget_us(op, raw) for op, raw in zip(wide["operation"], wide["raw"],
+                                                                strict=True)]
+    wide["within_budget"] = wide["added_us"] <= wide["budget_us"]
     table: pd.DataFrame = wide.sort_values(["backend", "operation"])
     return table
 

@@ -61,6 +61,8 @@ def operation(db: Database, ctx: AgentContext) -> Operation:
 
         return search
 
+    probe_every = int(ctx.params.get("probe_every", PROBE_EVERY))  # 0: never (calibrate)
+
     def write(seq: int) -> OpOutcome:
         unique = token(ctx.run_key, ctx.agent, seq)
         t0 = clock()
@@ -68,7 +70,7 @@ def operation(db: Database, ctx: AgentContext) -> Operation:
                (ctx.run_key, ctx.agent, seq, f"{corpus.message()} {unique}"))
         t1 = clock()
         extra = None
-        if seq % PROBE_EVERY == 0:
+        if probe_every and seq % probe_every == 0:
             # Poll until the committed message is searchable (both backends index
             # synchronously, so this measures that claim rather than assuming it).
             deadline = t1 + 2.0

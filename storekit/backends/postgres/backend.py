@@ -2,8 +2,10 @@
 
 Pooled connections run in autocommit; storekit sends BEGIN/COMMIT itself, so a
 transaction is one borrowed connection. A returned connection is reset (RESET_SESSION)
-before the pool takes it back, so no SET, temporary table, advisory lock, open cursor or
-LISTEN reaches the next borrower (a transaction left open is rolled back first).
+before the pool takes it back if any SQL it ran could change the session (session.py), so
+no SET, temporary table, advisory lock, open cursor or LISTEN reaches the next borrower (a
+transaction left open is rolled back first). After plain statements there is nothing to
+reset, and no round trip is spent on it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from storekit.backends.base import (
     SqliteOptions,
 )
 from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
+from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
@@ -85,9 +88,13 @@ _RESETTABLE = (_IDLE, psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.Transacti
 
 # DISCARD ALL without DEALLOCATE ALL / DISCARD PLANS: psycopg's own prepared statements
 # survive (the hot path keeps them), every setting goes back to its value at connection
-# start (so a URL's options=-csearch_path=... stays), and the rest of the session is cleared.
+# start (so a URL's options=-csearch_path=... stays), and the rest of the session is cleared,
+# statements a caller PREPAREd in SQL included.
 RESET_SESSION = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-                 " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES")
+                 " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;"
+                 " DO $storekit$ DECLARE r record; BEGIN FOR r IN SELECT name FROM"
+                 " pg_prepared_statements WHERE from_sql LOOP"
+                 " EXECUTE 'DEALLOCATE ' || quote_ident(r.name); END LOOP; END $storekit$")
 _SCOPE_SCHEMAS = (
     # Schemas where enable_row_security installed the key registration. Functions the
     # session's own role could have written are ignored: they could keep the key.
@@ -98,14 +105,47 @@ _SCOPE_SCHEMAS = (
 )
 
 
+# A result larger than this many rows is not kept alive by the reused cursor.
+_KEEP_ROWS = 256
+
+
+class StoreConnection(psycopg.Connection[Row]):
+    """A pooled connection that remembers whether its session may have changed since the
+    last reset (SQL that could, per session.py, marks it; _putconn resets only then), and
+    runs statements on one cursor it keeps: conn.execute() builds a cursor per statement,
+    measured at about a fifth of psycopg's client time for a point select."""
+
+    dirty = True  # until the first reset, assume the worst (class defaults: no __init__)
+    _statement_cursor: psycopg.Cursor[Row] | None = None
+
+    def run_sql(self, sql: str, params: Any) -> psycopg.Cursor[Row]:
+        if changes_session(sql):
+            self.dirty = True
+        cur = self._statement_cursor
+        if cur is None:
+            cur = self._statement_cursor = self.cursor()
+        return cur.execute(sql, params)
+
+    def done(self, cur: psycopg.Cursor[Row]) -> None:
+        """The caller has what it needs from cur: a large result is not kept with it."""
+        if cur.rowcount > _KEEP_ROWS:
+            self._statement_cursor = None
+
+
+def _mark(conn: psycopg.Connection[Row], sql: str) -> None:
+    if changes_session(sql):
+        conn.dirty = True  # type: ignore[attr-defined]
+
+
 # Data methods as functions of a connection: the autocommit path calls them on a
 # borrowed connection without allocating a handle per call.
-def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> RunResult:
+def pg_run(conn: StoreConnection, sql: str, params: Params = None) -> RunResult:
     try:
         t = translate(sql, "postgres")
-        cur = conn.execute(t.sql, check_params(t, params))
+        cur = conn.run_sql(t.sql, check_params(t, params))
         if t.returning and cur.description is not None:
             row = cur.fetchone()
+            conn.done(cur)
             return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
         return RunResult(cur.rowcount, None)
     except psycopg.Error as exc:
@@ -114,32 +154,39 @@ def pg_run(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Ru
         raise from_bad_input(exc) from exc
 
 
-def pg_get(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> Row | None:
+def pg_get(conn: StoreConnection, sql: str, params: Params = None) -> Row | None:
     try:
         t = translate(sql, "postgres")
-        return conn.execute(t.sql, check_params(t, params)).fetchone()
+        cur = conn.run_sql(t.sql, check_params(t, params))
+        row = cur.fetchone()
+        conn.done(cur)
+        return row
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
 
 
-def pg_all(conn: psycopg.Connection[Row], sql: str, params: Params = None) -> list[Row]:
+def pg_all(conn: StoreConnection, sql: str, params: Params = None) -> list[Row]:
     try:
         t = translate(sql, "postgres")
-        return conn.execute(t.sql, check_params(t, params)).fetchall()
+        cur = conn.run_sql(t.sql, check_params(t, params))
+        rows = cur.fetchall()
+        conn.done(cur)
+        return rows
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
 
 
-def pg_exec(conn: psycopg.Connection[Row], script: str) -> None:
+def pg_exec(conn: StoreConnection, script: str) -> None:
     try:
         if not isinstance(script, str):
             raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
         check_sql_text(script)
-        conn.execute(script)  # no parameters: the simple protocol runs many statements
+        # No parameters: the simple protocol runs many statements.
+        conn.done(conn.run_sql(script, None))
     except psycopg.Error as exc:
         raise from_psycopg(exc) from exc
     except BAD_INPUT as exc:
@@ -169,7 +216,7 @@ class PgHandle:
 
     __slots__ = ("__weakref__", "conn", "failed", "readonly")
 
-    def __init__(self, conn: psycopg.Connection[Row], readonly: bool = False) -> None:
+    def __init__(self, conn: StoreConnection, readonly: bool = False) -> None:
         self.conn = conn
         self.readonly = readonly
         # The last error a statement raised: if the caller caught a conflict or lock
@@ -208,6 +255,7 @@ class PgHandle:
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
+            _mark(self.conn, t.sql)
             with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
                 if tx is not None:
                     tx._opened(cur)  # closed when the transaction ends, while still its own
@@ -231,6 +279,7 @@ class PgHandle:
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         try:
             t = translate(sql, "postgres")
+            _mark(self.conn, t.sql)
             with self.conn.cursor() as cur:
                 cur.executemany(t.sql, (check_params(t, p) for p in seq))
                 return cur.rowcount
@@ -306,7 +355,7 @@ class _PoolAfterFork:
         self._lock = threading.Lock()
         self._opened = False
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Row]:
+    def getconn(self, timeout: float | None = None) -> StoreConnection:
         with self._lock:
             if not self._opened:
                 self._opened = True
@@ -390,7 +439,7 @@ class PostgresBackend:
         with probe:
             self._server_settings = self._read_settings(probe)
         self._pool_kwargs = kwargs
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = self._new_pool()
+        self._pool: psycopg_pool.ConnectionPool[StoreConnection] = self._new_pool()
         self._handles: weakref.WeakSet[PgHandle] = weakref.WeakSet()  # open transactions
         try:
             self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
@@ -409,7 +458,7 @@ class PostgresBackend:
             server_version=version,
         )
 
-    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Row]]:
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[StoreConnection]:
         o = self.pool_options
         return psycopg_pool.ConnectionPool(
             self._conninfo,
@@ -422,6 +471,7 @@ class PostgresBackend:
             # a fresh attempt at once instead of waiting out a long backoff.
             reconnect_timeout=2.0,
             configure=self._configure,
+            connection_class=StoreConnection,
             open=False,
             name="storekit",
         )
@@ -476,7 +526,7 @@ class PostgresBackend:
             return False
         return True
 
-    def _getconn(self) -> psycopg.Connection[Row]:
+    def _getconn(self) -> StoreConnection:
         """A pooled connection. If none comes within a second, tell a server that is down
         (DatabaseUnavailable, at once) from a pool that is busy (PoolTimeout, after the
         configured timeout)."""
@@ -493,19 +543,23 @@ class PostgresBackend:
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout() from exc
 
-    def _putconn(self, conn: psycopg.Connection[Row]) -> None:
-        """Reset the session in the caller's thread (one round trip), then hand the
-        connection back. psycopg_pool's own reset= callback would run it on a worker thread:
-        measured, that thread hand-off cost more than the round trip."""
+    def _putconn(self, conn: StoreConnection) -> None:
+        """Reset the session in the caller's thread (one round trip) if it may have changed
+        (conn.dirty, or a transaction left open), then hand the connection back.
+        psycopg_pool's own reset= callback would run it on a worker thread: measured, that
+        thread hand-off cost more than the round trip."""
         clean = False
         try:
             status = conn.pgconn.transaction_status
-            if status in _RESETTABLE:
+            if status == _IDLE and not conn.dirty:
+                clean = True
+            elif status in _RESETTABLE:
                 if status != _IDLE:
                     # A transaction left open (BEGIN sent as SQL): a rollback undoes its
                     # SETs, but not a session advisory lock it took.
                     conn.rollback()
                 conn.execute(self._reset_session)
+                conn.dirty = False
                 clean = True
         except psycopg.Error:
             pass

@@ -29,6 +29,7 @@ from storekit.backends.postgres.backend import (
     _IDLE,
     PgHandle,
     PostgresBackend,
+    StoreConnection,
     check_options,
 )
 from storekit.errors import (
@@ -104,7 +105,7 @@ class PooledPostgresBackend(PostgresBackend):
     def _configure(self, conn: psycopg.Connection[Row]) -> None:
         pass  # a session setting would reach whichever client gets the server next
 
-    def _putconn(self, conn: psycopg.Connection[Row]) -> None:
+    def _putconn(self, conn: StoreConnection) -> None:
         if conn.pgconn.transaction_status != _IDLE:
             try:
                 conn.rollback()  # also ends a transaction left open or broken

@@ -153,12 +153,22 @@ class SqliteDialect(SqlDialect):
     def search_query(self, t: str, select: str, language: str, where: str | None,
                      named: bool) -> str:
         q, limit, offset = (":_sk_q", ":_sk_limit", ":_sk_offset") if named else ("?",) * 3
-        extra = f" AND ({where})" if where else ""
         fts = quote_ident(catalog.fts_table(t[1:-1]))
+        # Ties in rank go by rowid, so both shapes below return the same rows.
+        if not where:
+            # The page is ranked inside the index, and only its rows are joined: joining
+            # every match before sorting cost about as much as the search itself.
+            return (
+                f"SELECT {select}, s.score AS rank FROM (SELECT rowid AS rid,"
+                f" -bm25({fts}) AS score FROM {fts} WHERE {fts} MATCH {q}"
+                f" ORDER BY score DESC, rid LIMIT {limit} OFFSET {offset}) AS s"
+                f" JOIN {t} ON {t}.rowid = s.rid ORDER BY s.score DESC, s.rid"
+            )
+        # A filter on the table's columns must apply before the page is cut.
         return (
             f"SELECT {select}, s.rank AS rank FROM (SELECT rowid AS rid, -bm25({fts}) AS rank"
             f" FROM {fts} WHERE {fts} MATCH {q}) AS s JOIN {t} ON {t}.rowid = s.rid"
-            f" WHERE 1 = 1{extra} ORDER BY s.rank DESC LIMIT {limit} OFFSET {offset}"
+            f" WHERE ({where}) ORDER BY s.rank DESC, s.rid LIMIT {limit} OFFSET {offset}"
         )
 
     def search_expression(self, clauses: Any) -> str:

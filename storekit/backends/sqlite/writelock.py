@@ -250,7 +250,9 @@ class WriteLease:
     def acquire(self, deadline: float) -> bool:
         """True once this process may write: it holds the turn, or (with stall_s) the
         queue has stalled; False if time.monotonic() reached deadline first."""
-        with self._cv:
+        # The condition's own lock, entered directly: Condition.__enter__ is a Python call
+        # on every write, and self._cv.wait() below works the same under it.
+        with self._mutex:
             if self._held:
                 if time.monotonic() < self._slice_end or self._extend():
                     self._in_use = self._used = True
