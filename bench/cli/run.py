@@ -99,10 +99,15 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
 def summary_table(run: results.Run) -> Table:
     s = run.summary
+    # The scenario columns only when the run has scenarios: a run of the classic workloads
+    # keeps its narrow table.
+    scenario = bool((s["think_ms"] != 0).any() or (s["rtt_ms"] != 0).any()
+                    or s["limited_by"].astype(bool).any())
+    extra = ("think ms", "rtt ms") if scenario else ()
     out = table(f"Run {run.run_id}: median (min-max) of {run.meta['plan']['repetitions']} "
                 "repetitions", ("workload", "config"),
-                ("agents", "think ms", "rtt ms", "ops/s", "p99 ms (main op)", "errors", "lost",
-                 "limited by"))
+                ("agents", *extra, "ops/s", "p99 ms (main op)", "errors", "lost",
+                 *(("limited by",) if scenario else ())))
     for (workload, config, agents, think, rtt), group in s.groupby(
             ["workload", "config", "agents", "think_ms", "rtt_ms"], sort=False):
         def agg(metric: str, op: str = "all", frame: Any = group) -> str:
@@ -114,10 +119,14 @@ def summary_table(run: results.Run) -> Table:
             return f"{med:,.1f} ({lo:,.1f} - {hi:,.1f})" if hi > lo else f"{med:,.1f}"
         declared = WORKLOADS.get(str(workload))
         limited = ", ".join(sorted({str(v) for v in group["limited_by"] if v}))
-        out.add_row(str(workload), str(config), str(agents), f"{think:g}", f"{rtt:g}",
-                    agg("ops_per_s"),
-                    agg("latency_p99_ms", declared.main_op if declared else "all"),
-                    agg("errors_total"), agg("lost_writes"), limited or "-")
+        figures = [agg("ops_per_s"),
+                   agg("latency_p99_ms", declared.main_op if declared else "all"),
+                   agg("errors_total"), agg("lost_writes")]
+        if scenario:
+            out.add_row(str(workload), str(config), str(agents), f"{think:g}", f"{rtt:g}",
+                        *figures, limited or "-")
+        else:
+            out.add_row(str(workload), str(config), str(agents), *figures)
     return out
 
 
