@@ -9,6 +9,9 @@ happens within a few thousand calls, whatever the machine's speed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,8 @@ def test_autocommit_writes_are_not_run_twice(tmp_path: Path, no_budget: None) ->
             rows = await db.all("SELECT COUNT(*) AS n FROM t WHERE x >= 0")
             back = await db.get("SELECT COUNT(*) AS n FROM t WHERE x < 0")
             c = await db.get("SELECT n FROM c WHERE id = 1")
-            assert c is not None and back is not None
+            assert c is not None
+            assert back is not None
             return rows[0]["n"], back["n"], c["n"]
 
     assert asyncio.run(main()) == (CALLS, CALLS, CALLS)
@@ -94,7 +98,7 @@ def test_a_transaction_sqlite_rolled_back_does_not_commit_what_follows(
     async def main() -> list[int]:
         async with await aio.open_database(tmp_path / "f.db") as db:
             await db.run("CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB)")
-            pages = (await db.get("PRAGMA page_count"))
+            pages = await db.get("PRAGMA page_count")
             assert pages is not None
             with pytest.raises(storekit.StoreError) as failed:
                 async with db.transaction() as tx:
@@ -107,3 +111,55 @@ def test_a_transaction_sqlite_rolled_back_does_not_commit_what_follows(
             return [r["x"] for r in await db.all("SELECT x FROM t ORDER BY id")]
 
     assert asyncio.run(main()) == []
+
+
+def test_random_cancellation_leaves_exact_counts_and_no_lock(tmp_path: Path,
+                                                             no_budget: None) -> None:
+    """Tasks cancelled at seeded random points (asyncio.timeout around atomic and
+    notify, task.cancel()) while every statement on the loop meets the interrupt: each
+    committed step is counted once, and afterwards another process writes at once."""
+    path = tmp_path / "c.db"
+
+    async def main() -> tuple[int, int]:
+        rng = random.Random(18)
+        async with await aio.open_database(path, busy_timeout_ms=10_000) as db:
+            await db.run("CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER)")
+            await db.run("CREATE TABLE log (id INTEGER PRIMARY KEY, agent INTEGER)")
+            await db.run_many("INSERT INTO c VALUES (?, 0)", [(i,) for i in range(20)])
+
+            async def step(tx: aio.AsyncTransaction, me: int) -> None:
+                row = await tx.get("SELECT n FROM c WHERE id = ?", (me,))
+                assert row is not None
+                await tx.run("INSERT INTO log (agent) VALUES (?)", (me,))
+                await asyncio.sleep(0)
+                await tx.run("UPDATE c SET n = ? WHERE id = ?", (row["n"] + 1, me))
+
+            async def agent(me: int) -> None:
+                for _ in range(60):
+                    delay = rng.choice([None, 0.0, 0.0005, 0.002])
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await db.atomic(step, me)
+                            await db.notify("ch", str(me))
+
+            tasks = [asyncio.create_task(agent(i)) for i in range(20)]
+            for _ in range(30):
+                await asyncio.sleep(rng.random() * 0.01)
+                rng.choice(tasks).cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            total = await db.get("SELECT SUM(n) AS n FROM c")
+            logged = await db.get("SELECT COUNT(*) AS n FROM log")
+            assert total is not None
+            assert logged is not None
+            mismatched = await db.all(
+                "SELECT c.id FROM c WHERE n != (SELECT COUNT(*) FROM log WHERE agent = c.id)")
+            assert mismatched == []
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                other.execute("INSERT INTO log (agent) VALUES (-1)")  # no leaked lock
+            finally:
+                other.close()
+            return int(total["n"]), int(logged["n"])
+
+    total, logged = asyncio.run(main())
+    assert total == logged
