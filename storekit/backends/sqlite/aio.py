@@ -245,10 +245,13 @@ class AsyncSqliteBackend:
         try:
             return fn(sql, params)
         except StoreError as exc:
+            if c is self._w and self._write_tx and not c.conn.in_transaction:
+                # SQLite rolled the transaction back (SQLITE_FULL, IOERR, an interrupted
+                # write): what follows must not run, nor COMMIT succeed, in autocommit.
+                self._tx_lost = True
             if not _rerun(exc):
                 raise
-            if c is self._w and self._write_tx and not c.conn.in_transaction:
-                self._tx_lost = True
+            if self._tx_lost and c is self._w:
                 raise OperationalError(
                     f"SQLite rolled the transaction back ({exc}); nothing was committed"
                 ) from exc
@@ -296,6 +299,9 @@ class AsyncSqliteBackend:
             if c is self._w and self._write_tx and not c.conn.in_transaction:
                 self._tx_lost = True
             raise
+        if (c is self._w and self._write_tx and fut.exception() is not None
+                and not c.conn.in_transaction):
+            self._tx_lost = True  # as in _try
         return fut.result()
 
     def _in_thread(self, c: _Conn, job: _Job, call: Callable[[], T]) -> T:
@@ -394,7 +400,10 @@ class AsyncSqliteBackend:
     async def run(self, sql: str, params: Params = None) -> RunResult:
         await (self._hold_memory() if self.memory else self._acquire_writer())
         try:
-            return await self._stmt(self._w, self._w.handle.run, True, sql, params)
+            # Only a query is interruptible: a write reported as interrupted may have
+            # committed already, and running it again would write it twice.
+            return await self._stmt(self._w, self._w.handle.run, self._is_read(sql), sql,
+                                    params)
         finally:
             self._release_writer()
 
@@ -410,7 +419,8 @@ class AsyncSqliteBackend:
             return await self._memory(self._w.handle.get, sql, params)
         c = self._idle.pop() if self._idle else await self._reader()
         try:
-            row = self._try(c, c.handle.get, True, sql, params)
+            row = (self._try(c, c.handle.get, True, sql, params) if self._is_read(sql)
+                    else _AGAIN)  # a write (RETURNING) is never interrupted: in a thread
             return row if row is not _AGAIN else await self._off_loop(c, c.handle.get, sql,
                                                                       params)
         finally:
@@ -421,7 +431,8 @@ class AsyncSqliteBackend:
             return await self._memory(self._w.handle.all, sql, params)
         c = self._idle.pop() if self._idle else await self._reader()
         try:
-            rows = self._try(c, c.handle.all, True, sql, params)
+            rows = (self._try(c, c.handle.all, True, sql, params) if self._is_read(sql)
+                    else _AGAIN)  # a write (RETURNING) is never interrupted: in a thread
             return rows if rows is not _AGAIN else await self._off_loop(c, c.handle.all, sql,
                                                                         params)
         finally:
@@ -430,12 +441,12 @@ class AsyncSqliteBackend:
     async def _memory(self, fn: Callable[..., T], sql: str, params: Params) -> T:
         await self._hold_memory()
         try:
-            return await self._stmt(self._w, fn, True, sql, params)
+            return await self._stmt(self._w, fn, self._is_read(sql), sql, params)
         finally:
             self._queue.release()
 
     def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
-        return self._iter(None, True, sql, params, None)
+        return self._iter(None, self._is_read(sql), sql, params, None)
 
     async def _iter(self, c: _Conn | None, interruptible: bool, sql: str, params: Params,
                     tx: Any) -> AsyncIterator[Row]:
@@ -451,8 +462,8 @@ class AsyncSqliteBackend:
                 return
             c = await self._reader()
         try:
-            opened = self._try(c, functools.partial(self._open_cursor, c), interruptible, sql,
-                               params)
+            opened = (self._try(c, functools.partial(self._open_cursor, c), True, sql, params)
+                      if interruptible else _AGAIN)  # a write runs in a thread
             if opened is _AGAIN:
                 opened = await self._off_loop(c, functools.partial(self._open_cursor, c),
                                               sql, params)
@@ -516,7 +527,9 @@ class AsyncSqliteBackend:
         await (self._hold_memory() if self.memory else self._acquire_writer())
         try:
             # BEGIN IMMEDIATE behind another program's writer waits in a thread.
-            await self._stmt(self._w, functools.partial(self._raw, self._w), True,
+            # Never under the budget: an interrupted BEGIN may have opened the
+            # transaction (SQLite calls the progress handler after the last step too).
+            await self._stmt(self._w, functools.partial(self._raw, self._w), False,
                              self._sync._begin, None)
         except BaseException:
             self._release_writer()
@@ -527,7 +540,7 @@ class AsyncSqliteBackend:
     async def finish(self, handle: Any, *, commit: bool) -> None:
         c: _Conn = handle.c
         try:
-            if commit and c is self._w and self._tx_lost:
+            if commit and c is self._w and (self._tx_lost or not c.conn.in_transaction):
                 raise OperationalError("SQLite rolled this transaction back (an interrupted"
                                        " write); nothing was committed")
             if c.conn.in_transaction:
@@ -536,7 +549,9 @@ class AsyncSqliteBackend:
                 elif self._commit_off_loop:
                     await self._off_loop(c, self._raw, c, "COMMIT")
                 else:
-                    await self._stmt(c, functools.partial(self._raw, c), True, "COMMIT", None)
+                    # Not under the budget: an interrupted COMMIT may have committed.
+                    await self._stmt(c, functools.partial(self._raw, c), False, "COMMIT",
+                                     None)
         except BaseException:
             if c.conn.in_transaction:
                 with contextlib.suppress(StoreError):  # the first error is the one to see
