@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import ROOT
+from bench.investigations import micro_aio
 
 QUICK = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--benchmark-warmup=off"]
 FULL = ["--benchmark-min-rounds=15", "--benchmark-max-time=1.0", "--benchmark-warmup=on",
@@ -29,7 +30,7 @@ def ratios(json_path: Path) -> pd.DataFrame:
     data = json.loads(json_path.read_text())
     rows = [{"operation": b["extra_info"]["operation"], "backend": b["extra_info"]["backend"],
              "client": b["extra_info"]["client"], "median_ms": b["stats"]["median"] * 1000}
-            for b in data["benchmarks"]]
+            for b in data["benchmarks"] if "suite" not in b["extra_info"]]  # aio: micro_aio
     wide = pd.DataFrame(rows).pivot_table(index=["operation", "backend"], columns="client",
                                           values="median_ms").reset_index()
     wide["storekit/raw"] = wide["storekit"] / wide["raw"]
@@ -75,5 +76,6 @@ def run(quick: bool, out_dir: Path) -> int:
     frame = ratios(json_path)
     frame.to_csv(json_path.with_suffix(".ratios.csv"), index=False, float_format="%.5g")
     print_table(frame, f"Adapter overhead, medians from one session ({json_path.name})")
+    micro_aio.report(json_path)
     print(f"JSON: {json_path}")
     return 0
