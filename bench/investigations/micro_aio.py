@@ -45,7 +45,8 @@ def per_operation(json_path: Path) -> pd.DataFrame:
                             for o, b, m in zip(frame["operation"], frame["backend"],
                                                frame["median_us"], strict=True)]
     ordered: pd.DataFrame = frame.sort_values(["backend", "operation", "client"])
-    return ordered.reset_index(drop=True)
+    ordered.index = pd.RangeIndex(len(ordered))
+    return ordered
 
 
 def agent_runs(json_path: Path) -> pd.DataFrame:
