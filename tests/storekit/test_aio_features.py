@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import random
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,66 @@ async def test_enable_search_over_many_rows_commits_without_blocking_the_loop(
 def test_create_table_refuses_a_non_table_on_the_sync_api_too() -> None:
     with storekit.create_memory_database() as db, pytest.raises(storekit.ProgrammingError):
         db.create_table("agents")  # type: ignore[arg-type]
+
+
+class _PeakConnections:
+    """The most client connections the server had at once, sampled from another thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.peak, self._stop = url, 0, threading.Event()
+
+    def _count(self, db: storekit.Database) -> int:
+        row = db.get("SELECT count(*) AS n FROM pg_stat_activity"
+                     " WHERE backend_type = 'client backend'")
+        assert row is not None
+        return int(row["n"])
+
+    def __enter__(self) -> _PeakConnections:
+        self._db = storekit.create_database(self.url, pool=storekit.PoolOptions(max_size=1))
+        self.before = self._count(self._db)
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._count(self._db))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._db.close()
+
+
+# Enough waiters for a two-connection pool that many wait past the first second.
+WAITERS, HOLD_S = 150, 0.03
+
+
+async def test_many_tasks_waiting_for_the_pool_share_one_server_probe(
+        storekit_postgres_url: str) -> None:
+    from storekit.testing import isolated_schema
+
+    with isolated_schema(storekit_postgres_url, prefix="probe") as url:
+        pool = storekit.PoolOptions(min_size=2, max_size=2, timeout=60)
+        async with await aio.create_database(url, pool=pool) as db:
+            with _PeakConnections(url) as seen:
+                await asyncio.gather(*(db.get("SELECT pg_sleep(?) AS s", (HOLD_S,))
+                                       for _ in range(WAITERS)))
+    # The pool's two and one probe at a time (plus one: a closed probe's server process
+    # may linger a moment beside the next). A probe per waiter reached dozens.
+    assert seen.peak - seen.before <= 2 + 2, (seen.before, seen.peak)
+
+
+def test_many_threads_waiting_for_the_pool_share_one_server_probe(
+        storekit_postgres_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storekit.testing import isolated_schema
+
+    with isolated_schema(storekit_postgres_url, prefix="probe") as url:
+        pool = storekit.PoolOptions(min_size=2, max_size=2, timeout=60)
+        with storekit.create_database(url, pool=pool) as db, _PeakConnections(url) as seen, \
+                ThreadPoolExecutor(WAITERS) as threads:
+            list(threads.map(lambda _: db.get("SELECT pg_sleep(?) AS s", (HOLD_S,)),
+                             range(WAITERS)))
+    assert seen.peak - seen.before <= 2 + 2, (seen.before, seen.peak)
