@@ -105,12 +105,11 @@ def _migration_url(db: AsyncDatabase | str | DatabaseURL) -> str | DatabaseURL:
 
     if not isinstance(db, AsyncDatabase):
         return db
-    url = db.reveal_url()
-    if url.backend == "sqlite" and url.database in ("", ":memory:"):
+    if getattr(db._backend, "memory", False):  # a private in-memory SQLite database
         raise ConfigurationError(
             "migrate() cannot read or write a private in-memory SQLite database from "
             "another connection; use a file")
-    return url
+    return db.reveal_url()
 
 
 async def migrate(
