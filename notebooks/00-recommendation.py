@@ -12,10 +12,11 @@ OUTPUT_DIR = None
 LATENCY_TARGET_MS = 50.0
 
 # %%
-import numpy as np
+import textwrap
+
 import pandas as pd
 
-from bench.analysis import claims, recommend, style
+from bench.analysis import claims, decision_map, index_page, recommend, scenarios, style
 
 run = style.load(RUN_ID, RESULTS_DIR)
 print(style.caption(run))
@@ -31,45 +32,41 @@ if OUTPUT_DIR:
 ledger.style.hide(axis="index")
 
 # %% [markdown]
-# ## Decision chart
+# ## Decision map
 #
-# For a number of agents and writes per second per agent, which of storekit's two defaults
-# keeps the write p99 under the target on this machine, estimated from the measured
-# closed-loop capacity curves (demand at most 70% of capacity at the next measured agent
-# count, and that point's p99 under the target). SQLite is preferred when both qualify:
-# it needs no server.
+# For each measured number of agents (columns, log scale) and round trip to PostgreSQL
+# (rows), every backend whose p99 stays under the target there, from the median over the
+# repetitions (no lost write, at most 0.1% failed steps). SQLite has no round trip: its
+# result holds on every row, for agents on one machine. Cells no run measured stay empty:
+# `python -m bench recommend --agents N --think-ms T --rtt-ms R` prints the command that
+# measures one. The map reads the agent-step workload when the run has it, else
+# agent-write (processes writing flat out, PostgreSQL on this machine).
 
 # %%
-cap = recommend.capacity(run.summary)
-agent_axis = list(range(1, int(cap["agents"].max()) + 1))
-rates = np.logspace(-1, 4, 41)
-codes = {"sqlite-wal": 0, "postgres": 1, "neither": 2}
-grid = np.array([[codes[recommend.decide(cap, n, r, LATENCY_TARGET_MS)] for n in agent_axis]
-                 for r in rates])
-fig, ax = style.figure(f"Which backend keeps agent-write p99 under {LATENCY_TARGET_MS:g} ms",
-                       "concurrent agents", "writes per second per agent (log scale)")
-cmap = style.plt.matplotlib.colors.ListedColormap(
-    [style.COLORS["sqlite-wal"], style.COLORS["postgres"], "#dddddd"])
-ax.pcolormesh(agent_axis, rates, grid, cmap=cmap, vmin=-0.5, vmax=2.5, shading="nearest")
-ax.set_yscale("log")
-for name, code in codes.items():
-    ax.scatter([], [], color=cmap(code), marker="s", s=80,
-               label={"sqlite-wal": style.LABELS["sqlite-wal"],
-                      "postgres": style.LABELS["postgres"],
-                      "neither": "neither meets the target"}[name])
-style.save(fig, "00-decision", OUTPUT_DIR)
+workload = index_page.evidence_workload(run)
+cells = scenarios.cells(run.summary, workload)
+cells = cells[cells["config"].isin(recommend.DEFAULTS)]
+think = index_page.main_think(cells)
+print(textwrap.fill(index_page.verdict(run, cells, workload, LATENCY_TARGET_MS), 100))
+if not cells.empty:  # the verdict above says what to run when nothing was measured
+    fig, ax = decision_map.plot(cells, think, LATENCY_TARGET_MS, what=index_page.what(workload),
+                                setting=index_page.setting(workload))
+    style.save(fig, "00-decision", OUTPUT_DIR)
 
 # %%
 print("Measured capacity (median over repetitions), agent-write:")
+cap = recommend.capacity(run.summary)
 cap.pivot(index="agents", columns="config", values="ops_per_s").round(0)
 
 # %%
 fig, ax = style.figure("Headline: agent-write commits per second", "concurrent agents",
                        "commits per second (log scale)", logy=True)
-for config, g in style.by_config(run.metric("ops_per_s"), "agent-write"):
-    stats = g.groupby("agents")["value"].median()
-    ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+aw = run.metric("ops_per_s")
+measured = style.measured_agents(aw[aw["workload"] == "agent-write"])
+for config, g in style.by_config(aw, "agent-write"):
+    style.plot_measured(ax, g.groupby("agents")["value"].median(), measured,
+                        **style.line(config))
+style.agent_axis(ax, measured)
 style.save(fig, "00-headline", OUTPUT_DIR)
 
 # %% [markdown]

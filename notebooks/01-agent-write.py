@@ -28,7 +28,7 @@ for config, g in style.by_config(run.metric("ops_per_s"), "agent-write"):
     ax.plot(stats.index, stats["median"], marker="o", **style.line(config))
     ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15,
                     color=style.COLORS[config])
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "01-throughput", OUTPUT_DIR)
 
 # %%
@@ -41,7 +41,7 @@ for ax, pct in zip(axes, ["p50", "p99", "p99.9"], strict=True):
     ax.set_title(f"Transaction latency {pct} (ms, log scale)")
     ax.set_xlabel("concurrent agents")
     ax.set_yscale("log")
-    ax.set_xscale("log", base=2)
+    style.agent_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
 axes[0].set_ylabel("milliseconds")
 style.save(fig, "01-latency", OUTPUT_DIR)
@@ -62,7 +62,7 @@ pg_lock = run.metric("pg_wait_share_Lock")
 for config, g in style.by_config(pg_lock, "agent-write"):
     stats = g.groupby("agents")["value"].median()
     ax.plot(stats.index, stats.values, marker="s", linestyle="--", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "01-lock-wait", OUTPUT_DIR)
 
 # %%
@@ -83,7 +83,7 @@ duration = float(run.meta["plan"]["duration"])
 for config, g in style.by_config(total, "agent-write"):
     stats = g.groupby("agents")["value"].median() / duration
     ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "01-errors", OUTPUT_DIR)
 
 # %%
@@ -97,7 +97,7 @@ else:
     for config, g in style.by_config(fair, "agent-write"):
         stats = g.groupby("agents")["value"].median()
         ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-    ax.set_xscale("log", base=2)
+    style.agent_axis(ax)
     style.save(fig, "01-fairness", OUTPUT_DIR)
 
 # %% [markdown]
@@ -133,7 +133,7 @@ else:
                 ax.plot(stats.index, stats.values, marker="o", **style.line(config))
         ax.set_title(label)
         ax.set_xlabel("writer processes")
-        ax.set_xscale("log", base=2)
+        style.agent_axis(ax)
         if log:
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)

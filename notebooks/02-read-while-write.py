@@ -48,7 +48,7 @@ for config, g in style.by_config(run.metric("latency_p99_ms", "point_read"),
                                  "read-while-write"):
     stats = g.groupby("agents")["value"].median()
     ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "02-reader-p99", OUTPUT_DIR)
 
 # %%
@@ -57,7 +57,7 @@ fig, ax = style.figure("Staleness: how long a newer version had been committed w
 for config, g in style.by_config(run.metric("staleness_p99"), "read-while-write"):
     stats = g.groupby("agents")["value"].median() * 1000
     ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "02-staleness", OUTPUT_DIR)
 
 # %%

@@ -26,7 +26,7 @@ for pct, dash in (("p50", "-"), ("p99", "--")):
         kw = style.line(config)
         kw["label"] = f"{kw['label']} {pct}"
         ax.plot(stats.index, stats.values, marker="o", linestyle=dash, **kw)
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "03-search-latency", OUTPUT_DIR)
 
 # %%
@@ -35,7 +35,7 @@ fig, ax = style.figure("Messages appended per second while searching", "agents",
 for config, g in style.by_config(run.metric("ops_per_s", "append"), "search"):
     stats = g.groupby("agents")["value"].median()
     ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "03-write-throughput", OUTPUT_DIR)
 
 # %%
@@ -44,5 +44,5 @@ fig, ax = style.figure("Index freshness: commit to searchable (p50)", "agents",
 for config, g in style.by_config(run.metric("freshness_p50"), "search"):
     stats = g.groupby("agents")["value"].median() * 1000
     ax.plot(stats.index, stats.values, marker="o", **style.line(config))
-ax.set_xscale("log", base=2)
+style.agent_axis(ax)
 style.save(fig, "03-freshness", OUTPUT_DIR)

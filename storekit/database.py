@@ -13,6 +13,7 @@ import importlib
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
@@ -101,8 +102,92 @@ class _Closed:
         raise StoreError(f"the database {self._url} is closed")
 
 
+# Is a transaction's with statement still running? Python runs a pending signal handler
+# at the first instruction of any function, __exit__ included: if it raises there, none
+# of __exit__ runs and the exception leaves the with statement. So the answer cannot come
+# from __exit__. It comes from the interpreter instead: a with statement looks __exit__ up
+# on the instance (before __enter__) and keeps what it got on its frame's value stack
+# until the statement is over, however it ends. _ExitSlot hands it a fresh
+# partial(_exit, tx), whose only strong reference is that stack slot (a frame kept in a
+# traceback keeps its locals, never its value stack, and _exit's frame holds tx, not the
+# partial); the transaction holds a weak reference to it. Dead reference: the statement is
+# over, and the transaction must never be joined again; the reference's callback (at once,
+# in this thread) and, failing that, this thread's next call roll it back (_discard_dead).
+
+
+class _Gone:
+    """Weak-referenceable; an instance nobody keeps dies at once."""
+
+
+_ENDED: weakref.ref[Any] = weakref.ref(_Gone())  # dereferences to None: over
+_KEPT = _Gone()
+# A transaction entered without a with statement (tx.__enter__(), ExitStack): it ends only
+# when its __exit__ is called, as before.
+_UNGUARDED: weakref.ref[Any] = weakref.ref(_KEPT)
+
+
+class _Token(weakref.ref):  # type: ignore[type-arg]
+    __slots__ = ("tx",)
+    tx: Transaction
+
+
+def _statement_over(ref: _Token) -> None:
+    """The partial a with statement held died: roll back its transaction now if its
+    __exit__ did not end it (it never ran, or was interrupted)."""
+    tx = ref.tx
+    if tx._open is not None or tx._db._local.tx is tx:
+        tx._alive = _ENDED
+        tx._db._discard_dead()
+
+
+class _ExitSlot:
+    """Transaction.__exit__ (see the comment above _Gone)."""
+
+    def __get__(self, tx: Transaction | None, owner: Any = None) -> Any:
+        if tx is None:
+            return _exit  # looked up on the class (contextlib.ExitStack): unguarded
+        token = functools.partial(_exit, tx)
+        ref = _Token(token, _statement_over)
+        ref.tx = tx
+        tx._armed = ref
+        return token
+
+
+def _exit(tx: Transaction, exc_type: type[BaseException] | None,
+          exc: BaseException | None, tb: TracebackType | None) -> None:
+    # Until the first call, nothing here can be interrupted (no call, no loop): whatever
+    # comes later, the transaction is already out of reach (never joined, its bound
+    # methods gone) and stays registered, dead, until _end has released it.
+    ref = tx._alive  # a frame in a traceback keeps it, and with it the callback, armed
+    tx._alive = _ENDED
+    handle = tx._handle
+    if handle is None:
+        raise StoreError("the transaction is not active; use it inside its with block")
+    tx._handle = None  # iter() generators check this before touching the connection
+    # Not contextlib.suppress: its __enter__ is a call, where a signal handler can raise.
+    try:  # noqa: SIM105
+        del tx.run, tx.get, tx.all, tx.run_many, tx.exec  # back to the methods that refuse
+    except AttributeError:
+        pass
+    commit = exc_type is None
+    # The transaction ends whatever interrupts the bookkeeping (a signal handler
+    # raising): rolled back then, and the interruption propagates.
+    try:
+        if tx._cursors is not None:
+            tx._close_cursors()
+    except BaseException:
+        commit = False
+        raise
+    finally:
+        tx._end(commit)
+    del ref  # ended: the callback is no longer needed (it dies with this frame)
+    # Never swallow: returning None re-raises the caller's exception after rollback.
+
+
 class Transaction:
     """A unit of work on one connection. Nested use becomes a SAVEPOINT."""
+
+    __exit__ = _ExitSlot()
 
     def __init__(self, db: Database, *, readonly: bool = False, team_id: Any = None,
                  isolation: str | None = None) -> None:
@@ -114,10 +199,17 @@ class Transaction:
         self._savepoint: str | None = None
         self._outer: Transaction | None = None
         self._cursors: list[Any] | None = None  # of iter() generators not yet finished
+        self._armed: _Token | None = None  # set by _ExitSlot just before __enter__
+        self._alive: weakref.ref[Any] = _ENDED
+        self._open: Any = None  # the handle until COMMIT/ROLLBACK and its release are done
 
     def __enter__(self) -> Transaction:
         db = self._db
+        alive: weakref.ref[Any] = self._armed or _UNGUARDED
+        self._armed = None
         outer = db._local.tx
+        if outer is not None and outer._alive() is None:
+            outer = db._discard_dead()  # never nest inside a transaction that is over
         if outer is not None:
             if self._team_id is not None and self._team_id != outer._team_id:
                 raise ConfigurationError("a nested transaction cannot change the team scope")
@@ -131,53 +223,42 @@ class Transaction:
                     f"({outer._isolation} -> {self._isolation})")
             self._isolation = outer._isolation
             assert outer._handle is not None
-            self._handle = outer._handle
+            handle = outer._handle
             self._team_id = outer._team_id
             db._savepoints += 1
             self._savepoint = f"storekit_sp_{db._savepoints}"
-            db._backend.savepoint(outer._handle, self._savepoint)
+            db._backend.savepoint(handle, self._savepoint)
         else:
             if self._isolation is None:
                 self._isolation = db.isolation
-            self._handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id,
-                                             isolation=self._isolation)
+            handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id,
+                                       isolation=self._isolation)
+        # From the return above to `return self` nothing can be interrupted (no call):
+        # the transaction is registered together with what ends it.
+        self._open = self._handle = handle
         self._outer = outer
+        self._alive = alive
         db._local.tx = self
         # Bind the handle's methods on the instance: tx.run() is then one call, not three.
-        h = self._handle
-        self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
-        self.run_many, self.exec = h.run_many, h.exec  # type: ignore[method-assign]
+        self.run, self.get, self.all = handle.run, handle.get, handle.all  # type: ignore[method-assign]
+        self.run_many, self.exec = handle.run_many, handle.exec  # type: ignore[method-assign]
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _end(self, commit: bool) -> None:
+        """Commit or roll back, release what the transaction holds, unregister it. If this
+        is interrupted, the transaction stays registered (dead) and is rolled back later."""
         db = self._db
-        db._local.tx = self._outer
-        handle = self._handle  # not self._h(): no call, so no signal handler, before the try
-        if handle is None:
-            raise StoreError("the transaction is not active; use it inside its with block")
-        self._handle = None  # iter() generators check this before touching the connection
-        commit = exc_type is None
-        # The transaction ends whatever interrupts the bookkeeping (a signal handler
-        # raising): rolled back then, and the interruption propagates.
-        try:
-            for name in ("run", "get", "all", "run_many", "exec"):
-                self.__dict__.pop(name, None)  # back to the class methods, which refuse
-            if self._cursors is not None:
-                self._close_cursors()
-        except BaseException:
-            commit = False
-            raise
-        finally:
+        handle = self._open
+        if handle is not None:
             if self._savepoint is not None:
                 db._backend.release(handle, self._savepoint, commit=commit)
+            elif commit:
+                db._backend.finish(handle, commit=True)
             else:
-                db._backend.finish(handle, commit=commit)
-        # Never swallow: returning None re-raises the caller's exception after rollback.
+                db._backend.abandon(handle)
+            self._open = None
+        if db._local.tx is self:
+            db._local.tx = self._outer
 
     def _opened(self, cursor: Any) -> None:
         """An iter() generator of this transaction opened cursor; it is closed at the end,
@@ -299,26 +380,37 @@ class Database:
         state = " closed" if self.closed else ""
         return f"<storekit.Database {self.backend} {self.url}{state}>"
 
-    # Data methods: inside a transaction on this thread, they join it.
+    # Data methods: inside a transaction on this thread, they join it, unless its with
+    # statement is over (its __exit__ never ran): then it is rolled back first.
     def run(self, sql: str, params: Params = None) -> RunResult:
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         return (tx or self._backend).run(sql, params)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         return (tx or self._backend).get(sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         return (tx or self._backend).all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         return (tx or self._backend).iter(sql, params)
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         """All rows in one transaction: a batch commits whole or not at all."""
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         if tx is not None:
             return tx.run_many(sql, seq)
         with self.transaction() as batch:
@@ -326,7 +418,36 @@ class Database:
 
     def exec(self, script: str) -> None:
         tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
         (tx or self._backend).exec(script)
+
+    def _discard_dead(self) -> Transaction | None:
+        """Roll back and unregister this thread's transactions whose with statement is
+        over; return the innermost one still running, if any. Each step can be repeated:
+        if it is interrupted, the next call goes on from where it stopped."""
+        while True:
+            tx = self._local.tx
+            if tx is None or tx._alive() is not None:
+                return tx
+            tx._alive = _ENDED
+            tx._handle = None
+            try:  # noqa: SIM105 (as in _exit)
+                del tx.run, tx.get, tx.all, tx.run_many, tx.exec
+            except AttributeError:
+                pass
+            try:
+                if tx._cursors is not None:
+                    tx._close_cursors()
+            finally:
+                try:
+                    tx._end(commit=False)
+                except StoreError:
+                    # Rolling back a dead savepoint can fail (already released): its
+                    # outer transaction still ends, and refuses to commit if aborted.
+                    tx._open = None
+                    if self._local.tx is tx:
+                        self._local.tx = tx._outer
 
     @_checked
     def transaction(self, *, readonly: bool = False, team_id: Any = None,
@@ -371,7 +492,10 @@ class Database:
         """
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
-        if self._local.tx is not None:
+        tx = self._local.tx
+        if tx is not None and tx._alive() is None:
+            tx = self._discard_dead()
+        if tx is not None:
             with self.transaction(readonly=readonly, team_id=team_id,
                                   isolation=isolation) as tx:
                 return fn(tx, *args, **kwargs)

@@ -1,22 +1,28 @@
-"""The backend recommendation, computed from a run's measured capacity curves.
+"""The backend recommendation for a deployment scenario, from the runs that measured it.
 
-The claims ledger is bench.analysis.claims. HEADROOM is a named constant so a reader can
-see, and argue with, how much of the measured capacity a plan may use.
+The rules that decide which measured cells answer a scenario are in bench.analysis.scenarios;
+the claims ledger is bench.analysis.claims. Speed decides only among the backends the
+scenario leaves in play: more than one machine needs network access, which a SQLite file
+does not give, and row-level security exists only in PostgreSQL.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from bench.harness import results
+from bench.analysis import scenarios
+from bench.analysis.scenarios import MEETS, MISSES, NOT_MEASURED, RULED_OUT, Judgement, Scenario
 from bench.harness.results import select
 from bench.harness.workloads import WORKLOADS
 
-HEADROOM = 0.7  # plan for at most 70% of the measured closed-loop capacity
-DEFAULTS = ("sqlite-wal", "postgres")  # each backend as storekit configures it
+# Each backend as storekit configures it, in order of preference when several meet the
+# target: SQLite needs no server, and a pooler is one more process to run.
+DEFAULTS = ("sqlite-wal", "postgres", "postgres-pgbouncer")
+NAMES = {"sqlite-wal": "SQLite (storekit defaults: WAL, synchronous=NORMAL)",
+         "postgres": "PostgreSQL",
+         "postgres-pgbouncer": "PostgreSQL behind PgBouncer (transaction pooling)"}
 
 
 def medians(summary: pd.DataFrame, workload: str, metric: str, op: str) -> pd.Series:
@@ -37,63 +43,75 @@ def capacity(summary: pd.DataFrame, workload: str = "agent-write") -> pd.DataFra
     return table
 
 
-def feasible(cap: pd.DataFrame, config: str, agents: int, writes_per_agent: float,
-             target_ms: float) -> tuple[bool, dict[str, Any] | None]:
-    """Whether a config's measured curve covers `agents` at this rate within the target.
-
-    Uses the smallest measured agent count >= agents (pessimistic), needs the demand to fit
-    within HEADROOM of that closed-loop capacity, and the p99 measured there under target.
-    """
-    rows = cap[(cap["config"] == config) & (cap["agents"] >= agents)].sort_values("agents")
-    if rows.empty:
-        return False, None
-    row = rows.iloc[0].to_dict()
-    demand = agents * writes_per_agent
-    ok = demand <= HEADROOM * row["ops_per_s"] and row["p99_ms"] <= target_ms
-    return bool(ok), row
+def ruled_out(sc: Scenario, config: str) -> str | None:
+    """Why the scenario rules a config out whatever its speed, or None."""
+    if not config.startswith("sqlite"):
+        return None
+    if sc.machines > 1:
+        return (f"{sc.machines} machines need network access: SQLite is a file on one "
+                "machine (a network filesystem breaks its locking)")
+    if sc.needs_row_security:
+        return "row-level security: only PostgreSQL has it"
+    return None
 
 
-def decide(cap: pd.DataFrame, agents: int, writes_per_agent: float, target_ms: float,
-           candidates: tuple[str, ...] = DEFAULTS) -> str:
+def judgements(table: pd.DataFrame, sc: Scenario,
+               candidates: tuple[str, ...] = DEFAULTS) -> list[Judgement]:
+    out = []
     for config in candidates:
-        if feasible(cap, config, agents, writes_per_agent, target_ms)[0]:
-            return config
-    return "neither"
+        reason = ruled_out(sc, config)
+        out.append(Judgement(config, RULED_OUT, reason) if reason
+                   else scenarios.judge(table, config, sc))
+    return out
 
 
-def recommend(*, agents: int, writes_per_agent: float, readers: int = 0,
-              needs_network: bool = False, needs_row_security: bool = False,
-              latency_target_ms: float = 50.0, run_id: str | None = None,
+def verdict(found: list[Judgement], sc: Scenario) -> tuple[str, str | None]:
+    """The recommendation's first line, and the command to measure what is missing."""
+    meeting = [j for j in found if j.status == MEETS]
+    missing = [j.config for j in found if j.status == NOT_MEASURED]
+    command = scenarios.run_command(sc, missing) if missing else None
+    if meeting:
+        text = NAMES.get(meeting[0].config, meeting[0].config)
+        if len(meeting) > 1:
+            others = ", ".join(NAMES.get(j.config, j.config) for j in meeting[1:])
+            why = ("SQLite needs no server" if meeting[0].config.startswith("sqlite")
+                   else "a direct connection is one process fewer to run")
+            verb = "meets" if len(meeting) == 2 else "meet"
+            text += f"; {others} also {verb} the target, and {why}"
+        return f"Recommendation: {text}", command
+    if missing:
+        return ("Recommendation: not measured: no run measured this scenario closely enough "
+                f"to decide for {', '.join(missing)}"), command
+    if all(j.status == RULED_OUT for j in found):
+        return "Recommendation: none of the measured backends is in play", None
+    return ("Recommendation: neither backend meets the target in this scenario (measured); "
+            "raise the target, or spread the agents over more stores"), None
+
+
+def recommend(scenario: Scenario, *, run_id: str | None = None,
               results_dir: Path | None = None) -> str:
-    if agents <= 0 or writes_per_agent <= 0 or readers < 0 or latency_target_ms <= 0:
-        raise ValueError("agents, writes per agent and the latency target must be positive")
-    run = results.load(run_id, results_dir)
-    cap = capacity(run.summary)
-    choice = decide(cap, agents, writes_per_agent, latency_target_ms)
-    lines = [f"Workload: {agents} agents x {writes_per_agent:g} writes/s"
-             f" (+{readers} readers), write p99 target {latency_target_ms:g} ms",
-             f"Evidence: run {run.run_id} on {run.meta.get('machine', {}).get('cpu', '?')}, "
-             f"{run.meta.get('machine', {}).get('cores', '?')} cores"]
-    for config in DEFAULTS:
-        ok, row = feasible(cap, config, agents, writes_per_agent, latency_target_ms)
-        if row is None:
-            lines.append(f"  {config}: no measurement at >= {agents} agents")
-        else:
-            lines.append(f"  {config}: measured at {int(row['agents'])} agents "
-                         f"{row['ops_per_s']:,.0f} commits/s, write p99 {row['p99_ms']:.1f} ms "
-                         f"-> {'meets' if ok else 'misses'} the target")
-    reasons = []
-    if needs_network:
-        reasons.append("network access: SQLite is a local file (network filesystems break its "
-                       "locking); use PostgreSQL")
-    if needs_row_security:
-        reasons.append("row-level security: only PostgreSQL has it")
-    if reasons:
-        choice = "postgres"
-    speed = {"sqlite-wal": "SQLite (storekit defaults: WAL, synchronous=NORMAL)",
-             "postgres": "PostgreSQL", "neither": "neither measured config meets the target"}
-    lines.insert(0, f"Recommendation: {speed[choice]}")
-    lines += [f"Overrides speed: {r}" for r in reasons]
+    """The answer to a scenario, from every run (or one run) and the rules in scenarios."""
+    sc = scenario
+    table = scenarios.evidence(results_dir, run_id)
+    found = judgements(table, sc)
+    first, command = verdict(found, sc)
+    machines = "one machine" if sc.machines == 1 else f"{sc.machines} machines"
+    lines = [first,
+             f"Scenario: {sc.agents:,} agents thinking {sc.think_ms:g} ms per step, "
+             f"PostgreSQL {sc.rtt_ms:g} ms away (round trip), {machines}; storage p99 target "
+             f"{sc.latency_target_ms:g} ms"
+             + ("; row-level security needed" if sc.needs_row_security else "")]
+    runs = sorted(set(table["run_id"])) if not table.empty else []
+    lines.append(f"Evidence: {scenarios.STEP_WORKLOAD} cells from "
+                 + (f"{len(runs)} run(s), newest {runs[-1]}" if runs else "no run"))
+    for j in found:
+        lines.append(f"  {j.config}: {j.status}: {j.how}")
+    if command:
+        lines.append(f"To measure it: {command}")
     lines.append("Also consider: LISTEN/NOTIFY is native on PostgreSQL and emulated (polling, "
                  "one machine) on SQLite; SQLite needs no server to set up.")
     return "\n".join(lines)
+
+
+__all__ = ["DEFAULTS", "MEETS", "MISSES", "NOT_MEASURED", "RULED_OUT", "Scenario", "capacity",
+           "judgements", "medians", "recommend", "ruled_out", "verdict"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from bench.harness import results
 from bench.harness.configs import CONFIGS
@@ -106,4 +107,38 @@ def save(fig: Any, name: str, output_dir: str | None) -> None:
     if output_dir:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / f"{name}.png", dpi=110)
+        fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+
+
+def agent_axis(ax: Any, measured: Any = None, *, log: bool = True) -> None:
+    """Ticks at the measured agent counts only (by default every x a line of the axes has),
+    labelled 1, 2, 4, 1,000 (not 2^0), on a log scale by default; and each line broken
+    where it has no value at a measured count, so no line joins points across a gap."""
+    if measured is None:
+        measured = {float(x) for ln in ax.lines for x in ln.get_xdata()}
+    values = sorted({int(v) for v in measured})
+    for ln in ax.lines:
+        points = pd.Series(pd.to_numeric(pd.Series(ln.get_ydata()), errors="coerce").to_numpy(),
+                           index=[int(x) for x in ln.get_xdata()])
+        points = points[~points.index.duplicated()]
+        if not points.empty:
+            full = points.reindex(sorted(set(values) | set(points.index)))
+            ln.set_data(full.index.to_numpy(dtype=float), full.to_numpy(dtype=float))
+    if log:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{v:,}" for v in values]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if values and log:
+        ax.set_xlim(values[0] / 1.15, values[-1] * 1.15)
+
+
+def plot_measured(ax: Any, series: pd.Series, measured: Any, **kw: Any) -> Any:
+    """Plot a series indexed by agent count over every measured count: where this series
+    has no value the line breaks (NaN), so no line joins points across an unmeasured one."""
+    full = series.reindex(sorted({int(v) for v in measured} | {int(v) for v in series.index}))
+    return ax.plot(full.index, full.to_numpy(dtype=float), marker="o", **kw)
+
+
+def measured_agents(frame: pd.DataFrame) -> list[int]:
+    return sorted({int(v) for v in frame["agents"]}) if "agents" in frame else []

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
-from bench.cli.base import console
+from bench.cli.base import console, table
 from bench.harness import results
 from bench.investigations.calibrate import calibrate
 
@@ -16,8 +14,10 @@ HELP = "fsync latency and harness-vs-pgbench/sqlite3 ratios"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0,
+                   help="measured seconds of each loop (harness, bare sqlite3, pgbench)")
+    p.add_argument("--clients", type=int, default=4,
+                   help="pgbench clients and harness agents in the PostgreSQL comparison")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -25,10 +25,9 @@ def main(args: argparse.Namespace) -> int:
     path = results.write_extra("calibration", {"seconds": args.seconds,
                                                "clients": args.clients, "results": [report]},
                                Path(args.results_dir))
-    table = Table(title=f"Calibration (same machine, same run), written to {path}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    out = table("Calibration (same machine, same run)", ("measure",), ("value",))
     for key, value in report.items():
-        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
+        out.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    console.print(out)
+    console.print(f"written: {path}", highlight=False)
     return 0

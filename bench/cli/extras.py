@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.cli.base import CliError
+from bench.cli.base import CliError, HelpFormatter
 from bench.harness import arglist, results
 
 HELP = "migration speed and notification latency"
@@ -19,11 +19,16 @@ HELP = "migration speed and notification latency"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="extra", required=True)
-    m = sub.add_parser("migration", help="SQLite -> PostgreSQL migration speed")
-    m.add_argument("--rows", type=int, default=1_000_000)
-    m.add_argument("--docs", type=int, default=50_000)
-    n = sub.add_parser("notify", help="notification delivery latency")
-    n.add_argument("--messages", type=int, default=500)
+    m = sub.add_parser("migration", help="SQLite -> PostgreSQL migration speed",
+                       formatter_class=HelpFormatter)
+    m.add_argument("--rows", type=int, default=1_000_000,
+                   help="rows of the narrow table migrated")
+    m.add_argument("--docs", type=int, default=50_000,
+                   help="rows of the JSON document table migrated")
+    n = sub.add_parser("notify", help="notification delivery latency",
+                       formatter_class=HelpFormatter)
+    n.add_argument("--messages", type=int, default=500,
+                   help="notifications sent per listener count and backend")
     n.add_argument("--listeners", default="1,4", help="comma-separated listener counts")
 
 

@@ -19,8 +19,12 @@ HELP = "write-lock turns between SQLite writer processes, fair vs stock"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", default="4,16", help="comma-separated process counts")
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--repetitions", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="measured seconds per (process count, mode)")
+    p.add_argument("--repetitions", type=int, default=3,
+                   help="rounds of every (process count, mode), interleaved")
+    p.add_argument("--wal-autocheckpoint", type=int, default=1000, metavar="PAGES",
+                   help="checkpoint threshold (a small one shows whether the WAL restarts)")
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
 
 
@@ -29,13 +33,13 @@ def main(args: argparse.Namespace) -> int:
         counts = arglist.numbers(args.agents, int, "--agents", 2)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if args.seconds <= 0 or args.repetitions <= 0:
-        raise CliError("--seconds and --repetitions must be positive")
+    if args.seconds <= 0 or args.repetitions <= 0 or args.wal_autocheckpoint <= 0:
+        raise CliError("--seconds, --repetitions and --wal-autocheckpoint must be positive")
     rows: list[dict[str, Any]] = []
     for rep in range(args.repetitions):
         for agents in counts:
             for fair in (True, False):  # interleaved, so drift hits both modes alike
-                run = measure(agents, fair, args.seconds)
+                run = measure(agents, fair, args.seconds, args.wal_autocheckpoint)
                 found = summarise(run.spans)
                 rows.append({"agents": agents, "mode": "fair" if fair else "stock",
                              "rep": rep, **found, "wal_peak_mb": run.wal_peak_bytes / 2**20})
@@ -45,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_write:
         path = results.write_extra("handoff", {
             "benchmark": "write-lock turns: agent-write transaction, fair vs stock",
-            "seconds": args.seconds, "repetitions": args.repetitions, "results": rows},
+            "seconds": args.seconds, "repetitions": args.repetitions,
+            "wal_autocheckpoint": args.wal_autocheckpoint, "results": rows},
             Path(args.results_dir))
         print(f"written: {path}")
     return 0

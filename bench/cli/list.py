@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from bench.cli.base import console
+from bench.cli.base import console, table
 from bench.harness.configs import CONFIGS
 from bench.harness.runner import PROFILES
 from bench.harness.workloads import WORKLOADS
@@ -18,18 +18,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     return None
 
 
-def main(args: argparse.Namespace) -> int:
-    table = Table(title="Backend configurations")
-    for col in ("config", "backend", "what", "durability"):
-        table.add_column(col)
+def tables() -> list[Table]:
+    configs = table("Backend configurations", ("config", "backend"),
+                    prose=("what", "durability"))
     for c in CONFIGS.values():
-        table.add_row(c.name, c.backend, c.description, c.durability)
-    console.print(table)
-    workloads = Table(title="Workloads")
-    workloads.add_column("workload")
-    workloads.add_column("what")
+        configs.add_row(c.name, c.backend, c.description, c.durability)
+    workloads = table("Workloads", ("workload",), prose=("what",))
     for name, w in WORKLOADS.items():
         workloads.add_row(name, w.summary)
-    console.print(workloads)
-    console.print("Profiles: " + "; ".join(f"{k}: {v}" for k, v in PROFILES.items()))
+    profiles = table("Profiles (python -m bench run --profile NAME)", ("profile",),
+                     ("agents", "seconds measured", "warm-up s", "repetitions", "corpus"))
+    for name, p in PROFILES.items():
+        profiles.add_row(name, ",".join(str(a) for a in p["agents"]), f"{p['duration']:g}",
+                         f"{p['warmup']:g}", str(p["repetitions"]), f"{p['corpus']:,}")
+    return [configs, workloads, profiles]
+
+
+def main(args: argparse.Namespace) -> int:
+    for t in tables():
+        console.print(t)
     return 0

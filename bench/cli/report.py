@@ -8,10 +8,13 @@ run's own charts/ folder (to commit them with a reference run).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from bench.analysis.report import build_report
-from bench.cli.base import console
+from bench.cli.base import console, err
 
 HELP = "execute the notebooks for a run into build/report/<run_id>/"
 
@@ -25,8 +28,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    path = build_report(args.run_id, Path(args.results_dir),
-                        output=Path(args.output) if args.output else None,
-                        save_charts=args.save_charts)
+    # A notebook takes seconds: a bar in a terminal, a line per notebook in a log.
+    plain = not err.is_terminal
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} notebooks"), TimeElapsedColumn(),
+                  console=err, disable=plain) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(done: int, total: int, notebook: str, note: str) -> None:
+            bar.update(task, total=total, completed=done,
+                       description=notebook if not note else "")
+            if plain and note:
+                print(f"notebook {done}/{total} {notebook}: {note}", file=sys.stderr,
+                      flush=True)
+
+        path = build_report(args.run_id, Path(args.results_dir),
+                            output=Path(args.output) if args.output else None,
+                            save_charts=args.save_charts, progress=progress)
+        bar.update(task, description="done")
     console.print(f"Report: {path}")
     return 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
-from bench.cli.base import CliError, command_line, console, err
+from bench.cli.base import CliError, command_line, console, err, one_per_line, table
 from bench.harness import results
 from bench.harness.configs import CONFIGS, parse_configs
 from bench.harness.runner import Plan, execute
@@ -17,9 +15,12 @@ SOAK_RSS_GROWTH_BOUND_MB = 50.0  # per agent process, start to end of its run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--agents", type=int, default=16)
-    p.add_argument("--config", help=f"comma-separated: {', '.join(CONFIGS)}")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="total minutes, shared between the configs")
+    p.add_argument("--agents", type=int, default=16, help="agent processes")
+    p.add_argument("--config", help="comma-separated configurations, listed below "
+                                    "(default: all)")
+    p.epilog = one_per_line("configs", CONFIGS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,11 +39,9 @@ def main(args: argparse.Namespace) -> int:
     out_dir, failures = execute(plan, results_dir, progress=lambda spec: err.print(
         f"  {spec.config} ..."), command=command_line())
     run = results.load(out_dir.name, results_dir)
-    table = Table(title=f"Soak {run.run_id}: {plan.duration:.0f} s per config, "
-                        f"{args.agents} agents")
-    for col in ("config", "ops/s", "acked writes", "lost", "errors", "agent RSS end (MB, max)",
-                "RSS growth (MB, max)", f"within {SOAK_RSS_GROWTH_BOUND_MB:g} MB"):
-        table.add_column(col)
+    out = table(f"Soak {run.run_id}: {plan.duration:.0f} s per config, {args.agents} agents",
+                ("config",), ("ops/s", "acked writes", "lost", "errors", "agent RSS end (MB, max)",
+                              "RSS growth (MB, max)", f"within {SOAK_RSS_GROWTH_BOUND_MB:g} MB"))
     bounded = True
     for config in [c.name for c in configs]:
         def value(metric: str, cfg: str = config) -> float:
@@ -51,10 +50,10 @@ def main(args: argparse.Namespace) -> int:
         growth = value("agent_rss_growth_max_mb")
         ok = growth <= SOAK_RSS_GROWTH_BOUND_MB
         bounded &= ok
-        table.add_row(config, f"{value('ops_per_s'):,.0f}", f"{value('acked_writes'):,.0f}",
+        out.add_row(config, f"{value('ops_per_s'):,.0f}", f"{value('acked_writes'):,.0f}",
                       f"{value('lost_writes'):.0f}", f"{value('errors_total'):.0f}",
                       f"{value('agent_rss_end_max_mb'):.1f}", f"{growth:.1f}",
                       "yes" if ok else "NO")
-    console.print(table)
+    console.print(out)
     console.print(f"Results: {out_dir}")
     return 0 if not failures and bounded else 1

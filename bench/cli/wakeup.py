@@ -18,7 +18,8 @@ HELP = "process wake-up latency by time asleep"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sleeps", default="0.5,2,10,40", help="comma-separated milliseconds")
-    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=200,
+                   help="ping-pong round trips per sleep time")
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
 
 

@@ -51,6 +51,11 @@ class AgentResult:
     lock_wait: array[float] = field(default_factory=lambda: array("d"))
     commit: array[float] = field(default_factory=lambda: array("d"))
     ok: array[int] = field(default_factory=lambda: array("b"))
+    # Asyncio agents only (bench/harness/tasks.py): each sample's start lag (actual start
+    # minus scheduled start, the load generator's own delay), and the notification
+    # latencies its worker's listener saw (recorded on the worker's first agent).
+    lag: array[float] = field(default_factory=lambda: array("d"))
+    notify_latency: array[float] = field(default_factory=lambda: array("d"))
     counts: dict[str, int] = field(default_factory=dict)  # every measured success, by op
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)

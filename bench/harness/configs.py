@@ -9,11 +9,15 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import storekit
 from storekit.schema_names import quote_ident
 from storekit.testing import schema_url
+
+if TYPE_CHECKING:
+    from storekit.aio import AsyncDatabase
+    from storekit.testing import PgBouncer
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,28 @@ class Config:
     sqlite: storekit.SqliteOptions | None = None
     pg_session: dict[str, str] = field(default_factory=dict)
     isolation: str = "serializable"  # storekit's default
+    pooler: str | None = None  # "transaction": the URL goes through PgBouncer
+    default: bool = True  # part of `--config all` (a pooler config needs PgBouncer installed)
 
-    def open(self, url: str, *, pool_size: int = 1) -> storekit.Database:
+    def pool_options(self, pool_size: int, listen_url: str | None) -> storekit.PoolOptions:
+        return storekit.PoolOptions(min_size=min(pool_size, 4), max_size=pool_size,
+                                    timeout=30.0, pooler=self.pooler, listen_url=listen_url)
+
+    def open(self, url: str, *, pool_size: int = 1,
+             listen_url: str | None = None) -> storekit.Database:
         if self.backend == "sqlite":
             return storekit.create_database(url, sqlite=self.sqlite, isolation=self.isolation)
-        pool = storekit.PoolOptions(min_size=min(pool_size, 4), max_size=pool_size,
-                                    timeout=30.0)
-        return storekit.create_database(url, pool=pool, isolation=self.isolation)
+        return storekit.create_database(url, pool=self.pool_options(pool_size, listen_url),
+                                        isolation=self.isolation)
+
+    async def open_async(self, url: str, *, pool_size: int = 1,
+                         listen_url: str | None = None) -> AsyncDatabase:
+        from storekit import aio
+
+        if self.backend == "sqlite":
+            return await aio.create_database(url, sqlite=self.sqlite, isolation=self.isolation)
+        return await aio.create_database(url, pool=self.pool_options(pool_size, listen_url),
+                                         isolation=self.isolation)
 
 
 CONFIGS: dict[str, Config] = {
@@ -80,8 +99,16 @@ CONFIGS: dict[str, Config] = {
                "may lose the last commits on a crash (matches sqlite-wal)",
                "PostgreSQL synchronous_commit=off", "#98df8a",
                pg_session={"synchronous_commit": "off"}),
+        Config("postgres-pgbouncer", "postgres",
+               "postgres through PgBouncer in transaction pooling mode (provisioned by the"
+               " runner), storekit with PoolOptions(pooler='transaction')",
+               "durable every commit",
+               "PostgreSQL via PgBouncer (transaction pooling)", "#17becf",
+               pooler="transaction", default=False),
     )
 }
+DEFAULT_CONFIGS = [c for c in CONFIGS.values() if c.default]
+PGBOUNCER_POOL_SIZE = 20  # server connections PgBouncer keeps per database
 
 
 # The fair write-lock hand-off (storekit's default) and the same settings with SQLite's
@@ -91,7 +118,7 @@ FAIR_PAIR = ("sqlite-wal", "sqlite-wal-stock")
 
 def parse_configs(text: str | None) -> list[Config]:
     if not text or text == "all":
-        return list(CONFIGS.values())
+        return list(DEFAULT_CONFIGS)
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -100,13 +127,19 @@ def parse_configs(text: str | None) -> list[Config]:
 
 
 class Provisioner:
-    """Fresh databases for each (config, workload): SQLite files or PostgreSQL schemas."""
+    """Fresh databases for each (config, workload): SQLite files, PostgreSQL schemas, or,
+    behind PgBouncer (which refuses the options=-csearch_path=... a schema URL uses),
+    PostgreSQL databases."""
 
-    def __init__(self, workdir: Path, postgres_url: str | None) -> None:
+    def __init__(self, workdir: Path, postgres_url: str | None,
+                 pgbouncer: PgBouncer | None = None) -> None:
         self.workdir = workdir
         self.postgres_url = postgres_url
+        self.pgbouncer = pgbouncer
         self._admin: storekit.Database | None = None
         self._schemas: list[str] = []
+        self._databases: list[str] = []
+        self.direct: dict[str, str] = {}  # a URL through PgBouncer -> the same, direct
 
     def fresh_url(self, config: Config, label: str) -> str:
         tag = f"{label}_{secrets.token_hex(3)}".replace("-", "_")
@@ -114,9 +147,21 @@ class Provisioner:
             return f"sqlite:///{self.workdir / (tag + '.db')}"
         if self.postgres_url is None:
             raise storekit.DatabaseUnavailable(f"config {config.name} needs PostgreSQL")
+        if config.pooler is not None:
+            if self.pgbouncer is None:
+                raise storekit.DatabaseUnavailable(f"config {config.name} needs PgBouncer")
+            self._admin_exec(f"CREATE DATABASE {quote_ident(tag)}")
+            self._databases.append(tag)
+            url = self.pgbouncer.url_for(tag)
+            self.direct[url] = self.pgbouncer.direct_url_for(tag)
+            return url
         self._admin_exec(f"CREATE SCHEMA {quote_ident(tag)}")
         self._schemas.append(tag)
         return schema_url(self.postgres_url, tag, config.pg_session)
+
+    def direct_url(self, url: str) -> str:
+        """The URL without PgBouncer (for LISTEN and the wait sampler); else url itself."""
+        return self.direct.get(url, url)
 
     def _admin_exec(self, sql: str) -> None:
         """Run on the admin connection, once more if a server restart broke the pooled one."""
@@ -138,6 +183,9 @@ class Provisioner:
             for schema in self._schemas:
                 self._admin_exec(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
             self._schemas = []
+        for name in self._databases:
+            self._admin_exec(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        self._databases = []
         if self._admin is not None:
             self._admin.close()
             self._admin = None

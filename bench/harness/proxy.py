@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # select() cannot watch a descriptor number >= FD_SETSIZE (1024): refuse a connection
 # whose socket would be one rather than crash the loop.
@@ -356,11 +357,14 @@ def proxied_url(url: str, rtt_ms: float) -> Iterator[str]:
         yield str(parsed.replace(host=host, port=port).render(mask=False))
 
 
-def round_trips(url: str, n: int = 500, warmup: int = 50) -> list[float]:
-    """Seconds per no-op statement (SELECT 1) on one connection, n samples."""
+def round_trips(url: str, n: int = 500, warmup: int = 50, *,
+                pooled: bool = False) -> list[float]:
+    """Seconds per no-op statement (SELECT 1) on one connection, n samples. pooled: the URL
+    goes through a transaction pooler (no prepared statements, which it would break)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    extra: dict[str, Any] = {"prepare_threshold": None} if pooled else {}
+    with psycopg.connect(url, autocommit=True, **extra) as conn:
         conn.execute("SELECT 1")
         samples = []
         for i in range(n + warmup):

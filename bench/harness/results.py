@@ -5,8 +5,13 @@ results/<run_id>/            new runs; git-ignored, removed with `python -m benc
 results/extras/              JSON of the investigations (calibrate, handoff, wakeup, extras)
 
 Each run folder holds:
-  meta.json        schema_version, environment, settings, profile, masked URLs
-  summary.csv      tidy: one row per (workload, config, agents, rep, op, metric)
+  meta.json        schema_version, environment, settings, profile, masked URLs; also
+                   skipped (why grid combinations were not run, e.g. SQLite at rtt > 0),
+                   network (per PostgreSQL run: its spec, rtt_target_ms and the measured
+                   rtt_measured_p50_ms / rtt_measured_p99_ms of SELECT 1 through the proxy),
+                   pgbouncer (pool_mode, default_pool_size, masked url) or null
+  summary.csv      tidy: one row per (workload, config, agents, think_ms, rtt_ms, rep, op,
+                   metric), and limited_by on every row (see SCENARIO_COLUMNS)
   timeseries.csv   one-second windows per run
   histograms.csv.gz  log-bucketed latency counts per run and operation (for CDFs); runs
                    written before it was compressed have histograms.csv, which load() reads
@@ -30,7 +35,23 @@ from bench import ROOT
 SCHEMA_VERSION = 1
 RESULTS_DIR = Path(os.environ.get("STOREKIT_RESULTS_DIR", ROOT / "results"))
 REFERENCE = "reference"  # the folder, under the results folder, of committed runs
-SUMMARY_KEYS = ["workload", "config", "backend", "agents", "rep", "op", "metric", "value"]
+SUMMARY_KEYS = ["workload", "config", "backend", "agents", "think_ms", "rtt_ms", "rep", "op",
+                "metric", "value", "limited_by"]
+# Columns added after the first runs were written, with the value older runs stand for:
+#   think_ms    median think time between an agent's steps (lognormal; 0 = closed loop;
+#               only asyncio workloads such as agent-step think)
+#   rtt_ms      round trip added between the agents and PostgreSQL by the delay proxy
+#               (0 = direct; SQLite runs are always 0)
+#   limited_by  "load generator" when the run's step-start lag p99 exceeded 10 ms (the
+#               harness could not keep its schedule: the figures measure it, not the
+#               store), else empty
+# Metrics of the agent-step workload (op "step" unless noted; op "all" for run-wide ones):
+#   ops_per_s (steps/s), latency_{p50,p90,p99,p99.9,max,mean}_ms (storage time per step:
+#   context reads, the transaction, the notify), commit_p50/p99_ms; op "all": retries,
+#   conflicts (steps that needed a retry), errors_*, acked_writes, lost_writes,
+#   step_lag_{p50,p99,max}_ms, notifications, notify_latency_{p50,p99,max}_ms.
+# Every PostgreSQL run (any workload), op "all": rtt_measured_p50_ms, rtt_measured_p99_ms.
+SCENARIO_COLUMNS: dict[str, Any] = {"think_ms": 0, "rtt_ms": 0, "limited_by": ""}
 
 
 @dataclass
@@ -65,7 +86,8 @@ def write(path: Path, meta: dict[str, Any], summary: list[dict[str, Any]],
     path.mkdir(parents=True, exist_ok=True)
     meta = {"schema_version": SCHEMA_VERSION, **meta}
     (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    pd.DataFrame(summary, columns=SUMMARY_KEYS).to_csv(path / "summary.csv", index=False)
+    frame = _with_scenario_columns(pd.DataFrame(summary, columns=SUMMARY_KEYS))
+    frame.to_csv(path / "summary.csv", index=False)
     pd.DataFrame(timeseries).to_csv(path / "timeseries.csv", index=False)
     # The largest file of a run (6.5 MB as text for a full profile, 0.5 MB compressed).
     pd.DataFrame(histograms).to_csv(path / "histograms.csv.gz", index=False,
@@ -126,12 +148,27 @@ def _upgrade(meta: dict[str, Any], summary: pd.DataFrame) -> tuple[dict[str, Any
     return meta, summary
 
 
+def _with_scenario_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every SUMMARY_KEYS column, in order: a run written before a column existed gets
+    the value it stands for (think 0, rtt 0, not limited by the load generator)."""
+    for column, value in SCENARIO_COLUMNS.items():
+        if column not in summary.columns:
+            summary[column] = value
+        elif summary[column].isna().any():  # cast first: "" into a float column (all NaN)
+            kind = object if isinstance(value, str) else summary[column].dtype
+            summary[column] = summary[column].astype(kind).fillna(value)
+    extra = [c for c in summary.columns if c not in SUMMARY_KEYS]
+    ordered: pd.DataFrame = summary[[c for c in SUMMARY_KEYS if c in summary.columns] + extra]
+    return ordered
+
+
 def load(run_id: str | None = None, results_dir: Path | None = None) -> Run:
     """A run (see locate(): by default the newest) as pandas DataFrames."""
     path = locate(run_id, results_dir)
     meta = json.loads((path / "meta.json").read_text())
     summary = pd.read_csv(path / "summary.csv")
     meta, summary = _upgrade(meta, summary)
+    summary = _with_scenario_columns(summary)
 
     def optional(*names: str) -> pd.DataFrame:
         """The first of `names` that exists; empty if none does or it holds no rows."""

@@ -1,12 +1,14 @@
 """The adapter-overhead suite with timings, and its ratio table (`python -m bench micro`).
 
 Runs tests/benchmarks with pytest-benchmark enabled, writes the JSON to the output folder
-(results/microbench/ by default), and prints storekit/raw and storekit/SQLAlchemy median
-ratios per operation and backend. Ratios are reported, never asserted.
+(results/microbench/ by default) with storekit/raw and storekit/SQLAlchemy median ratios
+per operation and backend; bench/cli/micro.py shows them. Ratios are reported, never
+asserted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,8 +17,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from bench import ROOT
 from bench.investigations import micro_aio
@@ -39,20 +39,12 @@ def ratios(json_path: Path) -> pd.DataFrame:
     return table
 
 
-def print_table(frame: pd.DataFrame, title: str) -> None:
-    table = Table(title=title)
-    for col in ("operation", "backend", "storekit ms", "raw ms", "SQLAlchemy ms",
-                "storekit/raw", "storekit/SQLAlchemy"):
-        table.add_column(col, justify="left" if col in ("operation", "backend") else "right")
-    for _, r in frame.iterrows():
-        table.add_row(r["operation"], r["backend"], f"{r['storekit']:.4f}", f"{r['raw']:.4f}",
-                      f"{r['sqlalchemy']:.4f}", f"{r['storekit/raw']:.2f}",
-                      f"{r['storekit/sqlalchemy']:.2f}")
-    Console().print(table)
+def run(quick: bool, out_dir: Path) -> tuple[int, Path | None]:
+    """Run the suite; (exit code, the JSON with a .ratios.csv beside it, None on failure).
 
-
-def run(quick: bool, out_dir: Path) -> int:
-    """Run the suite; print the table; the exit code."""
+    The quick run is a smoke test whose ratios are noise: pytest-benchmark's own tables
+    (hundreds of lines) go to a .log file beside the JSON instead of the terminal.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     json_path = out_dir / f"{stamp}{'-quick' if quick else ''}.json"
@@ -66,18 +58,22 @@ def run(quick: bool, out_dir: Path) -> int:
         env.setdefault("STOREKIT_MICRO_MESSAGES", "100000")
     else:  # the 1,000 agent tasks one transaction each (three in a measuring run)
         env.setdefault("STOREKIT_MICRO_AIO_STEPS", "1")
-    code = subprocess.run(cmd, cwd=ROOT, check=False, env=env).returncode
+    log = json_path.with_suffix(".log")
+    with log.open("w") if quick else contextlib.nullcontext() as out:
+        code = subprocess.run(cmd, cwd=ROOT, check=False, env=env, stdout=out,
+                              stderr=subprocess.STDOUT if quick else None).returncode
     if code != 0 or not json_path.exists():
-        print(f"error: the benchmark suite failed (exit {code})", file=sys.stderr)
-        return code or 1
+        if quick:
+            sys.stderr.write("".join(log.read_text().splitlines(keepends=True)[-60:]))
+        print(f"error: the benchmark suite failed (exit {code})"
+              + (f"; its output is in {log}" if quick else ""), file=sys.stderr)
+        return code or 1, None
     # pytest-benchmark stores every round's timing; the summaries are what is kept.
     data = json.loads(json_path.read_text())
     for bench in data["benchmarks"]:
         bench["stats"].pop("data", None)
     json_path.write_text(json.dumps(data, indent=1))
-    frame = ratios(json_path)
-    frame.to_csv(json_path.with_suffix(".ratios.csv"), index=False, float_format="%.5g")
-    print_table(frame, f"Adapter overhead, medians from one session ({json_path.name})")
-    micro_aio.report(json_path)
-    print(f"JSON: {json_path}")
-    return 0
+    ratios(json_path).to_csv(json_path.with_suffix(".ratios.csv"), index=False,
+                             float_format="%.5g")
+    micro_aio.write_csvs(json_path)
+    return 0, json_path

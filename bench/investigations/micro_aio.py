@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
 from rich.table import Table
 
 BASELINE = {"sqlite": "storekit", "postgres": "psycopg"}
@@ -50,10 +49,10 @@ def per_operation(json_path: Path) -> pd.DataFrame:
 
 
 def agent_runs(json_path: Path) -> pd.DataFrame:
-    rows = [{"backend": b["extra_info"]["backend"],
+    rows = [{"operation": b["extra_info"]["operation"], "backend": b["extra_info"]["backend"],
              **{k: b["extra_info"].get(k) for k in AGENT_COLUMNS}}
             for b in _aio(json_path) if "tasks" in b["extra_info"]]
-    frame: pd.DataFrame = pd.DataFrame(rows, columns=["backend", *AGENT_COLUMNS])
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=["operation", "backend", *AGENT_COLUMNS])
     return frame
 
 
@@ -63,29 +62,37 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def report(json_path: Path) -> None:
-    """Print both tables and write them as CSV beside the JSON (nothing if no aio rows)."""
+def write_csvs(json_path: Path) -> None:
+    """Both tables as CSV beside the JSON (nothing when the run had no aio benchmarks)."""
     ops, agents = per_operation(json_path), agent_runs(json_path)
-    console = Console()
     if not ops.empty:
         ops.to_csv(json_path.with_suffix(".aio.csv"), index=False, float_format="%.5g")
+    if not agents.empty:
+        agents.to_csv(json_path.with_suffix(".aio-agents.csv"), index=False,
+                      float_format="%.5g")
+
+
+def tables(json_path: Path) -> list[Table]:
+    """The per-operation table and the agent-run table, for bench/cli/micro.py to show."""
+    ops, agents = per_operation(json_path), agent_runs(json_path)
+    out = []
+    if not ops.empty:
         table = Table(title="storekit.aio per operation (median of batched calls)")
         for col in ("operation", "backend", "client", "median us", "vs baseline", "baseline"):
             table.add_column(col, justify="right" if col.startswith(("median", "vs")) else "left")
         for r in ops.itertuples():
             table.add_row(str(r.operation), str(r.backend), str(r.client),
                           _fmt(r.median_us, 1), _fmt(r.vs_baseline), str(r.baseline))
-        console.print(table)
+        out.append(table)
     if not agents.empty:
-        agents.to_csv(json_path.with_suffix(".aio-agents.csv"), index=False,
-                      float_format="%.5g")
         table = Table(title="storekit.aio: concurrent agent-write tasks in one process")
-        for col in ("backend", "tasks x steps", "tx/s", "sync 1 thread tx/s", "ratio",
-                    "lag p50 ms", "lag p99 ms", "lag max ms", "errors", "lost"):
-            table.add_column(col, justify="left" if col == "backend" else "right")
+        for col in ("operation", "backend", "tasks x steps", "tx/s", "sync 1 thread tx/s",
+                    "ratio", "lag p50 ms", "lag p99 ms", "lag max ms", "errors", "lost"):
+            table.add_column(col, justify="left" if col in ("operation", "backend") else "right")
         for r in agents.itertuples():
-            table.add_row(str(r.backend), f"{r.tasks} x {r.steps}", _fmt(r.throughput_tx_s, 0),
-                          _fmt(r.sync_one_thread_tx_s, 0), _fmt(r.vs_sync_one_thread),
+            table.add_row(str(r.operation), str(r.backend), f"{r.tasks} x {r.steps}",
+                          _fmt(r.throughput_tx_s, 0), _fmt(r.sync_one_thread_tx_s, 0), _fmt(r.vs_sync_one_thread),
                           _fmt(r.lag_p50_ms), _fmt(r.lag_p99_ms), _fmt(r.lag_max_ms),
                           str(r.errors), str(r.lost))
-        console.print(table)
+        out.append(table)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.analysis import claims, recommend
+from bench.analysis import claims
 from bench.analysis.claims import FAILS, HOLDS, HOLDS_IF
 
 
@@ -59,23 +59,6 @@ def test_concurrency_claims() -> None:
     assert v["SQLite's synchronous API is faster single-threaded"] == HOLDS
     assert v["SQLite does not work for teams of 2-50 users"] == HOLDS_IF
     assert v["Three concurrent agents make each other wait"] == HOLDS
-
-
-def test_decision_uses_capacity_headroom_and_latency() -> None:
-    rows = [("agent-write", "sqlite-wal", a, "all", "ops_per_s", v)
-            for a, v in ((1, 10000), (16, 8000))]
-    rows += [("agent-write", "sqlite-wal", a, "transaction", "latency_p99_ms", p)
-             for a, p in ((1, 0.5), (16, 80.0))]
-    rows += [("agent-write", "postgres", a, "all", "ops_per_s", v) for a, v in ((1, 900),
-                                                                              (16, 5000))]
-    rows += [("agent-write", "postgres", a, "transaction", "latency_p99_ms", p)
-             for a, p in ((1, 2.0), (16, 20.0))]
-    cap = recommend.capacity(frame(rows))
-    assert recommend.decide(cap, 1, 100, 50) == "sqlite-wal"
-    assert recommend.decide(cap, 1, 7500, 50) == "neither"  # over 70% of 10,000
-    assert recommend.decide(cap, 8, 10, 50) == "postgres"  # SQLite's p99 at 16 is 80 ms
-    assert recommend.decide(cap, 8, 10, 100) == "sqlite-wal"
-    assert recommend.decide(cap, 32, 1, 50) == "neither"  # nothing measured that far
 
 
 def test_starved_readers_count_as_blocked_not_unmeasured() -> None:

@@ -76,7 +76,7 @@ def test_notebooks_have_one_source_each_with_a_parameters_cell() -> None:
 
     books = sources()
     assert [b.stem for b in books] == ["00-recommendation", "01-agent-write",
-                                       "02-read-while-write", "03-search"]
+                                       "02-read-while-write", "03-search", "04-deployment"]
     assert not list(NOTEBOOKS.glob("*.ipynb"))
     for book in books:
         nb = jupytext.read(book)

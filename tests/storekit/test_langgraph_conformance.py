@@ -1,8 +1,10 @@
 """LangGraph's own checkpointer conformance suite (langgraph-checkpoint-conformance, from
 PyPI) against StorekitSaver on a SQLite file and on PostgreSQL.
 
-The suite calls only the async methods (aput, aget_tuple, ...). Until storekit.aio serves
-them they run the sync methods in a worker thread, so this proves the sync methods.
+The suite calls only the async methods (aput, aget_tuple, ...), so it runs twice per
+backend: on a saver built on a storekit.aio AsyncDatabase (the async path itself) and on
+one built on a Database, whose async methods run the sync ones in a worker thread (the
+sync path).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from langgraph.checkpoint.conformance.capabilities import (
     EXTENDED_CAPABILITIES,
 )
 
-from storekit import create_database
+from storekit import aio, create_database
 from storekit.langgraph import StorekitSaver
 from storekit.testing import isolated_schema
 
@@ -39,14 +41,24 @@ def fresh_urls(backend: str, tmp_path: Path, pg_url: str | None) -> Iterator[Ite
         yield (stack.enter_context(isolated_schema(pg_url, "lg")) for _ in range(100))
 
 
+@pytest.mark.parametrize("path", ["aio", "sync"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_conformance_all_capabilities_pass(backend: str, tmp_path: Path,
+def test_conformance_all_capabilities_pass(backend: str, path: str, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
     pg_url = request.getfixturevalue("storekit_postgres_url") if backend == "postgres" else None
     with fresh_urls(backend, tmp_path, pg_url) as urls:
 
-        @checkpointer_test(name=f"StorekitSaver[{backend}]")
+        @checkpointer_test(name=f"StorekitSaver[{backend}, {path}]")
         async def factory() -> AsyncIterator[StorekitSaver]:
+            if path == "aio":
+                adb = await aio.create_database(next(urls))
+                try:
+                    saver = StorekitSaver(adb)
+                    await saver.asetup()
+                    yield saver
+                finally:
+                    await adb.close()
+                return
             db = create_database(next(urls))
             try:
                 saver = StorekitSaver(db)

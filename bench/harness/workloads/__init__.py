@@ -10,10 +10,14 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.harness.agent import AgentContext, AgentResult, Operation
 from storekit import Database
+
+if TYPE_CHECKING:
+    from bench.harness.tasks import AsyncOperation
+    from storekit.aio import AsyncDatabase
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,20 @@ class Workload:
     extra_metrics: Callable[[list[AgentResult]], dict[str, float]]  # staleness, freshness...
     notebooks: tuple[str, ...] = ()  # notebooks (stems) that need this workload in the run
     default: bool = True  # part of `--workload all`
+    configs: tuple[str, ...] = ()  # the only configs it runs on (); () = every config
+    # Imports that take seconds (LangGraph): each worker process runs this before the
+    # clock starts, so a run's first agents do not spend its warm-up importing.
+    warm: Callable[[], None] | None = None
+    # An asyncio workload: agents are tasks on storekit.aio, many per worker process
+    # (bench/harness/tasks.py); `operation` is then unused. It takes --think-ms.
+    async_operation: Callable[[AsyncDatabase, AgentContext], AsyncOperation] | None = None
+    # The channel an agent notifies after each step (payload {"sent": wall time}); each
+    # worker listens on its agents' channels and records the notification latency.
+    channel: Callable[[AgentContext], str] | None = None
+
+    @property
+    def tasks(self) -> bool:
+        return self.async_operation is not None
 
 
 def doc_summary(doc: str | None) -> str:

@@ -38,7 +38,6 @@ from storekit.backends.postgres.backend import (
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
-    CapabilityError,
     DatabaseUnavailable,
     OperationalError,
     PoolTimeout,
@@ -167,24 +166,28 @@ class AsyncPostgresBackend:
 
     @classmethod
     async def open(cls, url: DatabaseURL, pool: PoolOptions | None) -> AsyncPostgresBackend:
+        if cls is AsyncPostgresBackend and pool is not None and pool.pooler is not None:
+            from storekit.backends.postgres.aio_pooler import AsyncPooledPostgresBackend
+
+            cls = AsyncPooledPostgresBackend
         self = cls(url, pool)
         await self._start()
         return self
+
+    _connect_kwargs: dict[str, Any] = {}  # noqa: RUF012 - psycopg connect() extras
 
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         self.url = url
         self.pool_options = o = pool or PoolOptions()
         check_options(url)
-        if o.pooler is not None:
-            raise CapabilityError(
-                f"storekit.aio does not run behind a pooler yet (pooler={o.pooler!r});"
-                " use the synchronous API for PoolOptions(pooler=...)")
         self._scope_key = secrets.token_bytes(32)  # see storekit/rls.py
         self._session_settings = f"SET lock_timeout = {max(1, o.busy_timeout_ms)}"
-        self._reset_session = f"{RESET_SESSION}; {self._session_settings}"
+        # None: no session of ours to reset (behind a transaction pooler).
+        self._reset_session: str | None = f"{RESET_SESSION}; {self._session_settings}"
         self._conninfo = url.conninfo()
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
-                                        "context": ADAPTERS, **connect_timeout(url, o)}
+                                        "context": ADAPTERS, **connect_timeout(url, o),
+                                        **self._connect_kwargs}
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
         self._probe: asyncio.Future[bool] | None = None  # _reachable's, while one runs
@@ -270,7 +273,8 @@ class AsyncPostgresBackend:
                 try:
                     if status != _IDLE:
                         await conn.rollback()
-                    await conn.execute(self._reset_session)
+                    if self._reset_session is not None:
+                        await conn.execute(self._reset_session)
                 except psycopg.Error:
                     await conn.close()  # the pool replaces a closed connection
             await self._pool.putconn(conn)

@@ -295,6 +295,10 @@ class _Inherited:
         raise StoreError(self._message)
 
 
+# A transaction's connection once it went back to the pool: any use raises StoreError.
+_ENDED = _Inherited("the transaction has ended; its connection is back in the pool")
+
+
 class _PoolAfterFork:
     """The pool of a Database inherited by fork(), opened in the child on first use."""
 
@@ -506,17 +510,24 @@ class PostgresBackend:
         """Reset the session in the caller's thread (one round trip), then hand the
         connection back. psycopg_pool's own reset= callback would run it on a worker thread:
         measured, that thread hand-off cost more than the round trip."""
-        status = conn.pgconn.transaction_status
-        if status in _RESETTABLE:
-            try:
+        clean = False
+        try:
+            status = conn.pgconn.transaction_status
+            if status in _RESETTABLE:
                 if status != _IDLE:
                     # A transaction left open (BEGIN sent as SQL): a rollback undoes its
                     # SETs, but not a session advisory lock it took.
                     conn.rollback()
                 conn.execute(self._reset_session)
-            except psycopg.Error:
-                conn.close()  # the pool replaces a closed connection
-        self._pool.putconn(conn)
+                clean = True
+        except psycopg.Error:
+            pass
+        finally:
+            # Whatever interrupted the reset (an error, a signal handler raising), the
+            # connection goes back: closed unless clean (the pool replaces a closed one).
+            if not clean:
+                conn.close()
+            self._pool.putconn(conn)
 
     # Autocommit data methods: each borrows a pooled connection for one statement;
     # putconn() drops a connection the statement found broken.
@@ -605,9 +616,14 @@ class PostgresBackend:
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
             handle.exec("COMMIT" if commit else "ROLLBACK")
         finally:
+            self.abandon(handle)
+
+    def abandon(self, handle: Any) -> None:
+        conn = handle.conn
+        if not isinstance(conn, _Inherited):
+            handle.conn = _ENDED  # first: the connection is never handed back twice
             # putconn rolls back a connection left in a transaction and drops a broken one.
-            if not isinstance(handle.conn, _Inherited):
-                self._putconn(handle.conn)
+            self._putconn(conn)
 
     def savepoint(self, handle: Any, name: str) -> None:
         handle.exec(f"SAVEPOINT {name}")

@@ -317,6 +317,7 @@ class SqliteBackend:
         if not self.memory:
             self._check_path(Path(self.path), create=opening.creates_file(url))
         self._lock: Any = self._new_lock()
+        self._holder: int | None = None  # the thread holding a plain (not fair) write lock
         self._lease: WriteLease | None = None
         self._busy_timeout = self.options.busy_timeout_ms / 1000
         self._target = opening.target(url)
@@ -521,6 +522,7 @@ class SqliteBackend:
         acquired = False
         try:
             acquired = lock.acquire(timeout=timeout)
+            self._holder = threading.get_ident()  # for abandon(); FairLock keeps its own
             if not acquired:
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
             lease = self._lease if self._lease_tried else self._open_lease()
@@ -593,6 +595,7 @@ class SqliteBackend:
                 if self._lease is not None:
                     self._lease.release(hand_over=outside)
             finally:
+                self._holder = None
                 self._lock.release()
         if outside:
             assert self._checkpoints is not None
@@ -697,6 +700,18 @@ class SqliteBackend:
                 self._release_writer()
             else:
                 self._execute(handle, "PRAGMA query_only=OFF")
+
+    def abandon(self, handle: Any) -> None:
+        if handle is self._writer:
+            lock = self._lock
+            held = (lock._owner if lock.__class__ is FairLock else self._holder)
+            if held == threading.get_ident():
+                self._release_writer()  # rolls back first
+            return
+        if handle.conn.in_transaction:
+            with contextlib.suppress(StoreError):
+                self._execute(handle, "ROLLBACK")
+        self._execute(handle, "PRAGMA query_only=OFF")
 
     def savepoint(self, handle: Any, name: str) -> None:
         self._execute(handle, f"SAVEPOINT {name}")
