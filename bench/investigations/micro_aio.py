@@ -91,7 +91,8 @@ def tables(json_path: Path) -> list[Table]:
             table.add_column(col, justify="left" if col in ("operation", "backend") else "right")
         for r in agents.itertuples():
             table.add_row(str(r.operation), str(r.backend), f"{r.tasks} x {r.steps}",
-                          _fmt(r.throughput_tx_s, 0), _fmt(r.sync_one_thread_tx_s, 0), _fmt(r.vs_sync_one_thread),
+                          _fmt(r.throughput_tx_s, 0), _fmt(r.sync_one_thread_tx_s, 0),
+                          _fmt(r.vs_sync_one_thread),
                           _fmt(r.lag_p50_ms), _fmt(r.lag_p99_ms), _fmt(r.lag_max_ms),
                           str(r.errors), str(r.lost))
         out.append(table)
