@@ -15,7 +15,15 @@ import contextvars
 import functools
 import importlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeVar
 
@@ -40,12 +48,16 @@ from storekit.url import DatabaseURL, resolve_url
 
 if TYPE_CHECKING:
     from storekit.aio_notify import AsyncSubscription
+    from storekit.backends.base import Dialect
+    from storekit.migration import MigrationReport, Progress
+    from storekit.schema import Column, Table
 
 __all__ = [
     "AsyncDatabase",
     "AsyncTransaction",
     "create_database",
     "create_memory_database",
+    "migrate",
     "open_database",
 ]
 
@@ -98,6 +110,20 @@ def _checked(method: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(*args, **kwargs)
+        except BAD_INPUT as exc:
+            raise from_bad_input(exc) from exc
+
+    return wrapper
+
+
+def _checked_async(
+        method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """_checked for a coroutine method: the same ProgrammingError for a wrong argument."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
         except BAD_INPUT as exc:
             raise from_bad_input(exc) from exc
 
@@ -244,10 +270,25 @@ class AsyncDatabase:
         self._tx: contextvars.ContextVar[AsyncTransaction | None] = contextvars.ContextVar(
             "storekit_aio_tx", default=None)
         self._savepoints = 0
+        self._dialect: Dialect | None = None
 
     @property
     def backend(self) -> str:
         return self._url.backend
+
+    @property
+    def dialect(self) -> Dialect:
+        """This backend's SQL, as Database.dialect (the same object)."""
+        if self._dialect is None:
+            from storekit.dialect import dialect_for
+
+            self._dialect = dialect_for(self.backend)
+        return self._dialect
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this task is inside a transaction of this database."""
+        return self._joined() is not None
 
     @property
     def url(self) -> str:
@@ -359,6 +400,91 @@ class AsyncDatabase:
             await asyncio.sleep(
                 random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(attempt, 32))))
 
+    # Schema, search and row security: storekit.aio_features, over the sync API's SQL.
+    @_checked_async
+    async def create_table(self, table: Table, *, if_not_exists: bool = True) -> None:
+        from storekit.aio_features import create_table
+
+        await create_table(self, table, if_not_exists=if_not_exists)
+
+    @_checked_async
+    async def drop_table(self, name: str, *, if_exists: bool = True) -> None:
+        from storekit.aio_features import drop_table
+
+        await drop_table(self, name, if_exists=if_exists)
+
+    @_checked
+    def schema_sql(self, table: Table) -> str:
+        """The DDL create_table runs. Not awaited: it reads nothing from the database."""
+        from storekit.schema import schema_sql
+
+        return schema_sql(self.dialect, table)
+
+    @_checked_async
+    async def tables(self) -> list[str]:
+        from storekit.aio_features import tables
+
+        return await tables(self)
+
+    @_checked_async
+    async def columns(self, name: str) -> list[Column]:
+        from storekit.aio_features import columns
+
+        return await columns(self, name)
+
+    @_checked_async
+    async def enable_search(self, table: str, columns: Sequence[str], *,
+                            language: str = "english") -> None:
+        from storekit.aio_features import enable_search
+
+        await enable_search(self, table, columns, language=language)
+
+    @_checked_async
+    async def search(
+        self,
+        table: str,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        where: str | None = None,
+        params: Params = None,
+        columns: Sequence[str] | None = None,
+    ) -> list[Row]:
+        sql, values = await self.search_sql(table, query, limit=limit, offset=offset,
+                                            where=where, params=params, columns=columns)
+        return [] if sql is None else await self.all(sql, values)
+
+    @_checked_async
+    async def search_sql(
+        self,
+        table: str,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        where: str | None = None,
+        params: Params = None,
+        columns: Sequence[str] | None = None,
+    ) -> tuple[str | None, Sequence[Any] | Mapping[str, Any]]:
+        """Awaited: the first call for a table reads its searchable columns."""
+        from storekit.aio_features import search_sql
+
+        return await search_sql(self, table, query, limit=limit, offset=offset, where=where,
+                                params=params, columns=columns)
+
+    @_checked_async
+    async def rebuild_search(self, table: str) -> None:
+        from storekit.aio_features import rebuild_search
+
+        await rebuild_search(self, table)
+
+    @_checked_async
+    async def enable_row_security(self, table: str, column: str = "team_id") -> None:
+        from storekit.aio_features import enable_row_security
+
+        await enable_row_security(self, table, column)
+
     # Notifications: storekit.aio_notify.
     async def notify(self, channel: str, payload: str | Mapping[str, Any] = "") -> None:
         from storekit.aio_notify import notify
@@ -438,3 +564,20 @@ async def create_memory_database(*, sqlite: SqliteOptions | None = None,
     """A private in-memory SQLite database; it never touches the disk."""
     return await create_database(DatabaseURL("sqlite", database=":memory:"), sqlite=sqlite,
                                  isolation=isolation, busy_timeout_ms=busy_timeout_ms)
+
+
+async def migrate(
+    source: AsyncDatabase | str | DatabaseURL,
+    target: AsyncDatabase | str | DatabaseURL,
+    *,
+    tables: Sequence[str] | None = None,
+    on_conflict: str = "error",
+    verify: bool = True,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+) -> MigrationReport:
+    """storekit.migrate, awaited: the copy runs in a worker thread (aio_features.migrate)."""
+    from storekit.aio_features import migrate as run
+
+    return await run(source, target, tables=tables, on_conflict=on_conflict, verify=verify,
+                     batch_size=batch_size, progress=progress)

@@ -205,6 +205,8 @@ def _index_sql(dialect: Dialect, table: Table, index: Index, if_not_exists: bool
 def schema_statements(dialect: Dialect | str, table: Table, *,
                       if_not_exists: bool = True) -> list[str]:
     d = dialect_for(dialect) if isinstance(dialect, str) else dialect
+    if not isinstance(table, Table):
+        raise ProgrammingError(f"expected a storekit.schema.Table, not {type(table).__name__}")
     statements = [table_ddl(d, table_info(d, table), if_not_exists=if_not_exists)]
     statements += [_index_sql(d, table, i, if_not_exists) for i in table.indexes]
     if table.search is not None:

@@ -150,6 +150,19 @@ def search_sql(
     columns: Sequence[str] | None = None,
 ) -> tuple[str | None, Sequence[Any] | Mapping[str, Any]]:
     """The SQL and parameters db.search() runs; (None, ()) when the query matches nothing."""
+    t, clauses = search_clauses(table, query, limit=limit, offset=offset, where=where,
+                                columns=columns)
+    if not clauses:
+        return None, ()
+    return compose_search(db.dialect, t, clauses, _search_info(db, table), limit=limit,
+                          offset=offset, where=where, params=params, columns=columns)
+
+
+def search_clauses(table: str, query: str, *, limit: int, offset: int, where: str | None,
+                   columns: Sequence[str] | None) -> tuple[str, list[list[Term]]]:
+    """The arguments checked and the query parsed: the quoted table name and the clauses
+    ([] when the query matches nothing). The part of search_sql that reads nothing,
+    shared with storekit.aio."""
     if not isinstance(query, str):
         raise ProgrammingError(f"search query must be a string, not {type(query).__name__}")
     for name, value in (("limit", limit), ("offset", offset)):
@@ -159,15 +172,27 @@ def search_sql(
         raise ProgrammingError(f"search where= must be a str, not {type(where).__name__}")
     if isinstance(columns, str):
         raise ProgrammingError("search columns= must be a sequence of names, not one str")
-    t = quote_ident(table, "table name")
-    clauses = parse_query(query)
-    if not clauses:
-        return None, ()
+    return quote_ident(table, "table name"), parse_query(query)
+
+
+def compose_search(
+    dialect: Dialect,
+    t: str,
+    clauses: list[list[Term]],
+    info: tuple[str, str],
+    *,
+    limit: int,
+    offset: int,
+    where: str | None,
+    params: Params,
+    columns: Sequence[str] | None,
+) -> tuple[str, Sequence[Any] | Mapping[str, Any]]:
+    """The search SQL and its parameters for the quoted table t, given its (result
+    columns, text search configuration) from the dialect's search_source."""
     named = isinstance(params, Mapping)
-    select, language = _search_info(db, table)
+    select, language = info
     if columns is not None:
         select = ", ".join(f"{t}.{quote_ident(c, 'column name')}" for c in columns)
-    dialect = db.dialect
     sql = _search_sql_text(dialect, t, select, language, where, named)
     expression = dialect.search_expression(clauses)
     if named:

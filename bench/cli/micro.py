@@ -17,7 +17,7 @@ import pandas as pd
 from rich.table import Table
 
 from bench.cli.base import BenchConsole, console, table
-from bench.investigations import micro
+from bench.investigations import micro, micro_aio
 
 HELP = "adapter overhead against the raw drivers and SQLAlchemy"
 
@@ -44,14 +44,16 @@ def show(json_path: Path, quick: bool) -> None:
     """The ratio table: printed, or for the smoke run written beside the JSON."""
     title = (f"Adapter overhead, medians from one session ({json_path.name}): storekit's"
              " ms, x the raw driver's and SQLAlchemy's; added us ending in ! is over its budget")
-    out = ratio_table(micro.ratios(json_path), title)
+    out = [ratio_table(micro.ratios(json_path), title), *micro_aio.tables(json_path)]
     if not quick:
-        console.print(out)
+        for t in out:
+            console.print(t)
         console.print(f"JSON: {json_path}", highlight=False)
         return
     text = json_path.with_suffix(".txt")
     with text.open("w") as f:
-        BenchConsole(file=f).print(out)
+        for t in out:
+            BenchConsole(file=f).print(t)
     count = len(json.loads(json_path.read_text())["benchmarks"])
     console.print(f"microbench smoke: {count} benchmarks ok, table in {text}", highlight=False)
 

@@ -190,6 +190,7 @@ class AsyncPostgresBackend:
                                         **self._connect_kwargs}
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
+        self._probe: asyncio.Future[bool] | None = None  # _reachable's, while one runs
 
     async def _start(self) -> None:
         o = self.pool_options
@@ -230,6 +231,14 @@ class AsyncPostgresBackend:
             await conn.execute(f"SELECT {calls}", [self._scope_key] * len(schemas))
 
     async def _reachable(self) -> bool:
+        """Whether the server accepts a connection. The tasks waiting meanwhile share one
+        probe: a probe each would open hundreds of connections at once when many tasks
+        wait for a busy pool (too many clients). Shielded: a cancelled waiter leaves it."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_server())
+        return await asyncio.shield(self._probe)
+
+    async def _probe_server(self) -> bool:
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=1)
         except psycopg.Error:

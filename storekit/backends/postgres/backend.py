@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
@@ -418,6 +419,8 @@ class PostgresBackend:
         check_options(url)
         # Team scopes: a key SQL never sees (storekit/rls.py), registered as each connects.
         self._scope_key = secrets.token_bytes(32)
+        self._probe_lock = threading.Lock()  # _reachable: one probe at a time
+        self._probe_ok, self._probed_at = True, float("-inf")
         # A lock wait ends in BusyError after the busy timeout, as on SQLite (where 0 means
         # "fail at once": 1 ms here). Set on every new connection and again after a reset.
         self._session_settings = (
@@ -520,11 +523,21 @@ class PostgresBackend:
         )
 
     def _reachable(self) -> bool:
-        try:
-            psycopg.connect(self._conninfo, connect_timeout=1).close()
-        except psycopg.Error:
-            return False
-        return True
+        """Whether the server accepts a connection. One probe at a time, its answer shared
+        with the threads that waited for it: a thread each would open hundreds of
+        connections at once when many wait for a busy pool (too many clients)."""
+        asked = time.monotonic()
+        with self._probe_lock:
+            if self._probed_at >= asked - 1.0:  # a probe as recent as this wait: its answer
+                return self._probe_ok
+            started = time.monotonic()
+            try:
+                psycopg.connect(self._conninfo, connect_timeout=1).close()
+                ok = True
+            except psycopg.Error:
+                ok = False
+            self._probe_ok, self._probed_at = ok, started
+            return ok
 
     def _getconn(self) -> StoreConnection:
         """A pooled connection. If none comes within a second, tell a server that is down

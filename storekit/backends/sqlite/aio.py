@@ -16,6 +16,9 @@ statements run on the loop, and only what may wait or run long leaves it:
 - A write inside an explicit transaction cannot be interrupted (SQLite rolls back the
   whole transaction), so it runs on the loop; a statement that once took longer than
   the budget runs in a thread from then on. Scripts and run_many always run in a thread.
+- Nor can a write transaction's COMMIT (FTS5 flushes its pending index there, a long
+  write): it runs on the loop uninterrupted after a small transaction, and in the
+  writer's thread after one that ran anything off the loop or changed many rows.
 
 A thread is never left using a connection someone else gets next: a cancelled task
 interrupts its thread's statement and waits for it, and a cancelled wait for the turn
@@ -56,6 +59,8 @@ BATCH = 1000  # iter(): rows per fetch
 # A write in a transaction that ran past the budget this many times runs in a thread,
 # until a run there shows it is fast again (one slow run may be the machine's load).
 SLOW_STRIKES = 2
+# A write transaction that changed more rows than this commits in the writer's thread.
+COMMIT_ON_LOOP_ROWS = 256
 _INF = float("inf")
 _RERUN = (5, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
@@ -199,6 +204,8 @@ class AsyncSqliteBackend:
         self._reads: dict[str, bool] = {}
         self._write_tx = False  # a write transaction is open on the writer
         self._tx_lost = False  # SQLite rolled it back (an interrupted write): refuse the rest
+        self._tx_heavy = False  # the write transaction ran something off the loop
+        self._tx_changes = 0  # the writer's total_changes when it began
         # Without WAL or with synchronous=full a COMMIT waits for readers or the disk.
         self._commit_off_loop = (o.synchronous.lower() in ("full", "extra")
                                  or o.journal_mode.lower() != "wal")
@@ -283,6 +290,8 @@ class AsyncSqliteBackend:
         """fn(*args) in a worker thread, with the busy timeout on. Never returns while the
         thread still uses the connection: a cancellation interrupts it and waits."""
         job = job or _Job()
+        if c is self._w:
+            self._tx_heavy = self._write_tx  # its COMMIT may be long too
         pool = self._wpool if c is self._w else self._rpool
         fut = asyncio.get_running_loop().run_in_executor(
             pool, self._in_thread, c, job, functools.partial(fn, *args))
@@ -372,7 +381,7 @@ class AsyncSqliteBackend:
 
     def _release_writer(self) -> None:
         """Roll back what is left open, checkpoint when due (in a thread), give back."""
-        self._write_tx = self._tx_lost = False
+        self._write_tx = self._tx_lost = self._tx_heavy = False
         conn = self._w.conn
         if conn.in_transaction:
             with contextlib.suppress(Exception):
@@ -535,6 +544,7 @@ class AsyncSqliteBackend:
             self._release_writer()
             raise
         self._write_tx = True
+        self._tx_changes = self._w.conn.total_changes
         return AsyncSqliteHandle(self, self._w, write_tx=not readonly)
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
@@ -546,10 +556,12 @@ class AsyncSqliteBackend:
             if c.conn.in_transaction:
                 if not commit:
                     self._raw(c, "ROLLBACK")
-                elif self._commit_off_loop:
+                elif self._commit_off_loop or (c is self._w and (self._tx_heavy or (
+                        c.conn.total_changes - self._tx_changes > COMMIT_ON_LOOP_ROWS))):
                     await self._off_loop(c, self._raw, c, "COMMIT")
                 else:
-                    # Not under the budget: an interrupted COMMIT may have committed.
+                    # Never under the budget: an interrupted COMMIT may have committed. One
+                    # that ran long moves to the thread next time (_stmt).
                     await self._stmt(c, functools.partial(self._raw, c), False, "COMMIT",
                                      None)
         except BaseException:
