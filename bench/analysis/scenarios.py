@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from bench.harness import results
+from bench.harness.runner import MAX_AGENTS, MAX_RTT_MS, MAX_THINK_MS
 from bench.harness.workloads import WORKLOADS
 
 STEP_WORKLOAD = "agent-step"  # agents as asyncio tasks that think, then write
@@ -47,12 +48,16 @@ class Scenario:
     needs_row_security: bool = False
 
     def __post_init__(self) -> None:
-        if self.agents <= 0 or self.machines <= 0:
-            raise ValueError("agents and machines must be positive")
-        if self.think_ms < 0 or self.rtt_ms < 0:
-            raise ValueError("think time and round-trip time cannot be negative")
-        if self.latency_target_ms <= 0:
-            raise ValueError("the latency target must be positive")
+        # The bounds of `bench run` (its Plan): the command printed for an unmeasured
+        # scenario must be one it accepts. NaN fails every comparison, so each is `not`.
+        if not (0 < self.agents <= MAX_AGENTS) or not self.machines > 0:
+            raise ValueError(f"agents must be from 1 to {MAX_AGENTS} and machines positive")
+        if not (0 <= self.think_ms <= MAX_THINK_MS):
+            raise ValueError(f"think time must be milliseconds from 0 to {MAX_THINK_MS}")
+        if not (0 <= self.rtt_ms <= MAX_RTT_MS):
+            raise ValueError(f"round-trip time must be milliseconds from 0 to {MAX_RTT_MS}")
+        if not (0 < self.latency_target_ms < math.inf):
+            raise ValueError("the latency target must be a positive number of milliseconds")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.machines <= 0:  # not hidden by --needs-network's minimum of 2
+        raise CliError(f"--machines must be a positive integer, got {args.machines}")
     try:
         scenario = Scenario(agents=args.agents, think_ms=args.think_ms, rtt_ms=args.rtt_ms,
                             machines=max(args.machines, 2 if args.needs_network else 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,7 +16,8 @@ def numbers(text: str, kind: Callable[[str], N], option: str, minimum: N) -> lis
         values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         values = []
-    if not values or any(v < minimum for v in values):
+    # "nan" and "inf" parse as floats; neither is a count, a duration or a round trip
+    if not values or any(not (math.isfinite(v) and v >= minimum) for v in values):
         noun = "integers" if kind is int else "numbers"
         if minimum == 0:
             wanted = f"non-negative {noun}"

@@ -162,6 +162,7 @@ class AsyncPgHandle:
 
 class AsyncPostgresBackend:
     name = "postgres"
+    _commit = "COMMIT"  # a pooled backend resets session settings first (pooler.py)
     options_from = staticmethod(PostgresBackend.options_from)
 
     @classmethod
@@ -349,7 +350,7 @@ class AsyncPostgresBackend:
                     "the transaction was aborted by an earlier error (caught inside the"
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
-            await handle.exec("COMMIT" if commit else "ROLLBACK")
+            await handle.exec(self._commit if commit else "ROLLBACK")
         finally:
             await self._putconn(handle.conn)
 

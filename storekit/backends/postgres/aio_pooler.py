@@ -3,7 +3,8 @@
 The rules of the sync PooledPostgresBackend (storekit/backends/postgres/pooler.py),
 awaited: no automatic prepared statements, lock_timeout per transaction (SET LOCAL; an
 autocommit statement is BEGIN; SET LOCAL; statement; COMMIT in one pipeline), no session
-settings or reset, row-security scopes refused, listen() only through listen_url.
+settings, each statement, transaction and script ending with RESET ALL; RESET ROLE,
+row-security scopes refused, listen() only through listen_url.
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from typing import Any
 import psycopg
 
 from storekit.backends.base import PoolOptions, Row, RunResult
-from storekit.backends.postgres.aio import AConn, AsyncPgHandle, AsyncPostgresBackend
-from storekit.backends.postgres.backend import _BEGIN
-from storekit.backends.postgres.pooler import TRANSACTION, _scope_refused, check_listen_url
-from storekit.errors import BAD_INPUT, from_bad_input, from_psycopg
+from storekit.backends.postgres.aio import (
+    AConn,
+    AsyncPgHandle,
+    AsyncPostgresBackend,
+    _script,
+)
+from storekit.backends.postgres.backend import _BEGIN, _IDLE
+from storekit.backends.postgres.pooler import (
+    _IN_TRANSACTION_BLOCK,
+    RESET,
+    TRANSACTION,
+    _scope_refused,
+    check_listen_url,
+)
+from storekit.errors import BAD_INPUT, StoreError, from_bad_input, from_psycopg
 from storekit.params import Params, check_params, translate
 from storekit.url import DatabaseURL
 
@@ -26,6 +38,7 @@ class AsyncPooledPostgresBackend(AsyncPostgresBackend):
     """AsyncPostgresBackend for a URL that reaches the server through a transaction pooler."""
 
     _connect_kwargs: dict[str, Any] = {"prepare_threshold": None}  # noqa: RUF012
+    _commit = f"{RESET}; COMMIT"
 
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         options = pool or PoolOptions()
@@ -51,6 +64,8 @@ class AsyncPooledPostgresBackend(AsyncPostgresBackend):
                 await conn.execute("BEGIN")
                 await conn.execute(self._set_local)
                 cur = await conn.execute(t.sql, values)
+                await conn.execute("RESET ALL")
+                await conn.execute("RESET ROLE")
                 await conn.execute("COMMIT")
             if how == "get":
                 return await cur.fetchone()
@@ -79,6 +94,22 @@ class AsyncPooledPostgresBackend(AsyncPostgresBackend):
             await self._putconn(conn)
             raise
         return handle
+
+    async def exec(self, script: str) -> None:
+        conn = await self._getconn()
+        try:
+            if not isinstance(script, str):
+                await _script(conn, script)  # raises its ProgrammingError
+            try:
+                await _script(conn, f"{script}\n;{RESET}")  # as the sync exec(), pooler.py
+            except StoreError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _IN_TRANSACTION_BLOCK:
+                    raise
+                if conn.pgconn.transaction_status != _IDLE:
+                    await conn.rollback()
+                await _script(conn, script)
+        finally:
+            await self._putconn(conn)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "pooler": TRANSACTION}

@@ -388,6 +388,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class PostgresBackend:
     name = "postgres"
     _connect_kwargs: dict[str, Any] = {}  # noqa: RUF012 - psycopg.connect() extras
+    _commit = "COMMIT"  # a pooled backend resets session settings first (pooler.py)
 
     def __new__(cls, url: DatabaseURL, pool: PoolOptions | None = None) -> PostgresBackend:
         if cls is PostgresBackend and pool is not None and pool.pooler == "transaction":
@@ -668,7 +669,7 @@ class PostgresBackend:
                     "the transaction was aborted by an earlier error (caught inside the"
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
-            handle.exec("COMMIT" if commit else "ROLLBACK")
+            handle.exec(self._commit if commit else "ROLLBACK")
         finally:
             self.abandon(handle)
 

@@ -14,7 +14,13 @@ connection, shared with other clients. So nothing may rely on session state:
   session (storekit/rls.py), which a pooler shares with clients that could choose it.
 - LISTEN cannot work (the server connection goes back to the pool after the statement):
   listen() needs PoolOptions.listen_url, a direct URL, or raises CapabilityError.
-A script given to exec() is sent as written: it runs under the server's lock_timeout.
+- Session settings a client changes (SET, set_config(..., false), SET ROLE) would stay on
+  the server connection for whichever client gets it next: every statement, transaction
+  and exec() script ends with RESET ALL; RESET ROLE on the same server connection (in the
+  same pipeline or query message, so no extra round trip). A script PostgreSQL refuses
+  in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY) is a single statement and
+  is sent again alone.
+A script given to exec() runs under the server's lock_timeout.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from storekit.backends.postgres.backend import (
     PostgresBackend,
     StoreConnection,
     check_options,
+    pg_exec,
 )
 from storekit.errors import (
     BAD_INPUT,
     CapabilityError,
     ConfigurationError,
+    StoreError,
     from_bad_input,
     from_psycopg,
 )
@@ -47,6 +55,8 @@ if TYPE_CHECKING:
     from storekit.database import Database
 
 TRANSACTION = "transaction"
+RESET = "RESET ALL; RESET ROLE"  # role is not in ALL; transaction_* settings are kept
+_IN_TRANSACTION_BLOCK = "25001"  # active_sql_transaction: refused inside a block
 POOLERS = (None, TRANSACTION)
 
 
@@ -92,6 +102,7 @@ class PooledPostgresBackend(PostgresBackend):
     """PostgresBackend for a URL that reaches the server through a transaction pooler."""
 
     _connect_kwargs: dict[str, Any] = {"prepare_threshold": None}  # noqa: RUF012
+    _commit = f"{RESET}; COMMIT"
 
     def __init__(self, url: DatabaseURL, pool: PoolOptions | None = None) -> None:
         options = pool or PoolOptions()
@@ -122,6 +133,8 @@ class PooledPostgresBackend(PostgresBackend):
                 conn.execute("BEGIN")
                 conn.execute(self._set_local)
                 cur = conn.execute(t.sql, values)
+                conn.execute("RESET ALL")
+                conn.execute("RESET ROLE")
                 conn.execute("COMMIT")
             if kind == "get":
                 return cur.fetchone()
@@ -163,6 +176,24 @@ class PooledPostgresBackend(PostgresBackend):
             self._putconn(conn)
             raise
         return handle
+
+    def exec(self, script: str) -> None:
+        conn = self._getconn()
+        try:
+            if not isinstance(script, str):
+                pg_exec(conn, script)  # raises its ProgrammingError
+            try:
+                # One query message: PgBouncer hands the server on only after all of it.
+                # The newline ends a trailing -- comment.
+                pg_exec(conn, f"{script}\n;{RESET}")
+            except StoreError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _IN_TRANSACTION_BLOCK:
+                    raise
+                if conn.pgconn.transaction_status != _IDLE:
+                    conn.rollback()
+                pg_exec(conn, script)  # it ran nothing: the block was refused whole
+        finally:
+            self._putconn(conn)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "pooler": TRANSACTION}
