@@ -126,3 +126,29 @@ def test_extended_methods_refuse_non_sequences(saver: StorekitSaver, ids: Any) -
         with pytest.raises(ConfigurationError, match="sequence"):
             call()
     assert saver.get_tuple(_cfg("t")) is not None
+
+
+def test_setup_from_many_processes_at_once_succeeds(store_url: str) -> None:
+    import subprocess
+    import sys
+    code = ("import sys; from storekit.langgraph import StorekitSaver\n"
+            "s = StorekitSaver.from_url(sys.argv[1]); s.close(); print('ok')\n")
+    children = [subprocess.Popen([sys.executable, "-c", code, store_url],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(6)]
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert out.strip() == "ok", err
+
+
+def test_from_url_errors_mask_the_password(storekit_postgres_url: str) -> None:
+    from storekit import StoreError
+    from storekit.url import DatabaseURL
+    url = DatabaseURL.parse(storekit_postgres_url)
+    bad = storekit_postgres_url.replace(f":{url.password}@", ":s3cret-pw@") \
+        if url.password else storekit_postgres_url.replace("@", ":s3cret-pw@", 1)
+    with pytest.raises(StoreError) as info:
+        StorekitSaver.from_url(bad)
+    assert "s3cret-pw" not in str(info.value)
+    assert "s3cret-pw" not in repr(info.value)
+    assert info.value.__cause__ is not None
