@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -82,16 +82,29 @@ def text(value: Any, what: str) -> str:
     return value
 
 
-def canonical(value: Any) -> Any:
+def canonical(value: Any, what: str = "metadata") -> Any:
     """JSON as both backends store it alike: keys sorted (jsonb does not keep their order,
     so an object filter compares equal on SQLite too) and NUL removed from strings (jsonb
-    cannot hold one; LangGraph already strips it from top-level metadata strings)."""
+    cannot hold one; LangGraph already strips it from top-level metadata strings). A lone
+    surrogate, which SQLite would store and PostgreSQL refuses, or nesting too deep to
+    walk, is a ProgrammingError on both."""
+    try:
+        return _canonical(value)
+    except UnicodeEncodeError as exc:
+        raise ProgrammingError(f"{what} holds a string that is not valid Unicode: {exc}") from exc
+    except RecursionError as exc:
+        raise ProgrammingError(f"{what} is nested too deeply") from exc
+
+
+def _canonical(value: Any) -> Any:
     if isinstance(value, str):
+        if not value.isascii():
+            value.encode("utf-8")  # raises on a lone surrogate
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
-        return {canonical(str(k)): canonical(value[k]) for k in sorted(value, key=str)}
+        return {_canonical(str(k)): _canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
+        return [_canonical(v) for v in value]
     return value
 
 
@@ -125,9 +138,9 @@ def dump(serde: SerializerProtocol, value: Any) -> tuple[str, bytes]:
 
 
 def ids(values: Sequence[str], what: str, limit: int) -> list[str]:
-    if isinstance(values, (str, bytes)):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ConfigurationError(
-            f"{what} must be a sequence of ids, not one {type(values).__name__}")
+            f"{what} must be a sequence of ids, not {type(values).__name__}")
     return list(dict.fromkeys(key(v, what[:-1], limit) for v in values))
 
 
@@ -177,7 +190,7 @@ def list_query(dialect: Dialect, config: Any, filter: Any, before: Any,
             raise ProgrammingError(f"filter must be a dict, not {type(filter).__name__}")
         for name, value in filter.items():
             sql, values = dialect.json_key_equals(
-                "metadata", text(name, "filter key"), _json(canonical(value)))
+                "metadata", text(name, "filter key"), _json(canonical(value, "filter value")))
             where.append(sql)
             params.extend(values)
     if before is not None:
@@ -234,6 +247,8 @@ def put(serde: SerializerProtocol, config: Any, checkpoint: Checkpoint,
     thread_id, ns, parent = target(config)
     cid = key(checkpoint.get("id") if isinstance(checkpoint, dict) else None,
               "checkpoint['id']", MAX_ID)
+    if not isinstance(metadata, dict):
+        raise ProgrammingError(f"metadata must be a dict, not {type(metadata).__name__}")
     meta = canonical(get_serializable_checkpoint_metadata(config, metadata))
     run_id = meta.get("run_id")
     if run_id is not None:
@@ -252,16 +267,23 @@ def put_writes(serde: SerializerProtocol, config: Any, writes: Sequence[tuple[st
         raise ProgrammingError("put_writes: config['configurable'] has no checkpoint_id")
     task = key(task_id, "task_id", MAX_ID)
     path = text(task_path, "task_path")
+    # LangGraph passes a deque; a str or mapping would unpack into nonsense pairs.
+    if isinstance(writes, (str, bytes, dict)) or not isinstance(writes, Iterable):
+        raise ProgrammingError(f"writes must be a sequence of (channel, value) pairs, not "
+                               f"{type(writes).__name__}")
     rows = []
-    for idx, (channel, value) in enumerate(writes):
-        type_, data = dump(serde, value)
+    for idx, write in enumerate(writes):
+        if not isinstance(write, (list, tuple)) or len(write) != 2:
+            raise ProgrammingError(f"writes[{idx}] is not a (channel, value) pair")
+        channel = text(write[0], "channel")
+        type_, data = dump(serde, write[1])
         rows.append((thread_id, ns, cid, task, path, WRITES_IDX_MAP.get(channel, idx),
-                     text(channel, "channel"), type_, data))
+                     channel, type_, data))
     if not rows:
         return None
     # As LangGraph's savers: special channels (error, interrupt, ...) replace an earlier
     # write at their index; ordinary writes keep the first one saved.
-    sql = WRITES_UPSERT if all(w[0] in WRITES_IDX_MAP for w in writes) else WRITES_IGNORE
+    sql = WRITES_UPSERT if all(r[7] in WRITES_IDX_MAP for r in rows) else WRITES_IGNORE
     return sql, rows
 
 
