@@ -188,6 +188,8 @@ class AsyncPostgresBackend:
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                         "context": ADAPTERS, **connect_timeout(url, o),
                                         **self._connect_kwargs}
+        # As the sync backend: the probe waits as long as a pooled connect may.
+        self._probe_timeout = connect_timeout(url, o)["connect_timeout"]
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
 
@@ -231,7 +233,8 @@ class AsyncPostgresBackend:
 
     async def _reachable(self) -> bool:
         try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=1)
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=self._probe_timeout)
         except psycopg.Error:
             return False
         await conn.close()

@@ -378,6 +378,9 @@ class PostgresBackend:
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "context": ADAPTERS, **connect_timeout(url, o),
                                   **self._connect_kwargs}
+        # The reachability probe waits as long as a pooled connect may: a loaded machine can
+        # take seconds to fork a backend, and that is not a server that is down.
+        self._probe_timeout = connect_timeout(url, o)["connect_timeout"]
         # Connect once directly: a wrong host or password gets the server's own reason.
         try:
             probe = psycopg.connect(conninfo, **kwargs)
@@ -471,7 +474,7 @@ class PostgresBackend:
 
     def _reachable(self) -> bool:
         try:
-            psycopg.connect(self._conninfo, connect_timeout=1).close()
+            psycopg.connect(self._conninfo, connect_timeout=self._probe_timeout).close()
         except psycopg.Error:
             return False
         return True
