@@ -189,7 +189,7 @@ class AsyncPostgresBackend:
                                         "context": ADAPTERS, **connect_timeout(url, o),
                                         **self._connect_kwargs}
         # As the sync backend: the probe waits as long as a pooled connect may.
-        self._probe_timeout = connect_timeout(url, o)["connect_timeout"]
+        self._probe_kwargs: dict[str, Any] = connect_timeout(url, o)  # {}: the URL's applies
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
 
@@ -234,7 +234,7 @@ class AsyncPostgresBackend:
     async def _reachable(self) -> bool:
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, connect_timeout=self._probe_timeout)
+                self._conninfo, **self._probe_kwargs)
         except psycopg.Error:
             return False
         await conn.close()

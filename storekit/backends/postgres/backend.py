@@ -380,7 +380,7 @@ class PostgresBackend:
                                   **self._connect_kwargs}
         # The reachability probe waits as long as a pooled connect may: a loaded machine can
         # take seconds to fork a backend, and that is not a server that is down.
-        self._probe_timeout = connect_timeout(url, o)["connect_timeout"]
+        self._probe_kwargs: dict[str, Any] = connect_timeout(url, o)  # {}: the URL's applies
         # Connect once directly: a wrong host or password gets the server's own reason.
         try:
             probe = psycopg.connect(conninfo, **kwargs)
@@ -474,7 +474,7 @@ class PostgresBackend:
 
     def _reachable(self) -> bool:
         try:
-            psycopg.connect(self._conninfo, connect_timeout=self._probe_timeout).close()
+            psycopg.connect(self._conninfo, **self._probe_kwargs).close()
         except psycopg.Error:
             return False
         return True
