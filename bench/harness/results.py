@@ -42,7 +42,8 @@ SUMMARY_KEYS = ["workload", "config", "backend", "agents", "think_ms", "rtt_ms",
 #               only asyncio workloads such as agent-step think)
 #   rtt_ms      round trip added between the agents and PostgreSQL by the delay proxy
 #               (0 = direct; SQLite runs are always 0)
-#   limited_by  "load generator" when the run's step-start lag p99 exceeded 10 ms (the
+#   limited_by  "load generator" when the run's step-start lag p99 exceeded 10 ms, or an
+#               agent made its first measured attempt only after the window closed (the
 #               harness could not keep its schedule: the figures measure it, not the
 #               store), else empty
 # Metrics of the agent-step workload (op "step" unless noted; op "all" for run-wide ones):

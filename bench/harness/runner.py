@@ -429,6 +429,8 @@ def summarise(outcome: Outcome, duration: float) -> tuple[list[dict[str, Any]],
                 put("all", f"notify_latency_{name}_ms", value * 1000)
         if lags and metrics.percentile(lags, 99) > LAG_LIMIT_S:
             limited_by = LIMITED_BY_LOAD_GENERATOR
+    if any(r.late for r in agent_results):
+        limited_by = LIMITED_BY_LOAD_GENERATOR
     for row in rows:
         row["limited_by"] = limited_by
     return rows, series, hist

@@ -55,7 +55,12 @@ async def drive_async(ctx: AgentContext, operation: AsyncOperation) -> AgentResu
     scheduled = begin + random.Random(ctx.seed + 1).uniform(0.0, think_ms / 1000.0)
     result.rss_start = rss_bytes()
     seq = 0
-    while scheduled < end:
+    measured = False
+    # As bench/harness/agent.py: at least one measured step, a late one marks the agent.
+    while scheduled < end or not measured:
+        if scheduled >= measure and not measured:
+            measured = True
+            result.late = scheduled >= end
         wait = scheduled - clock()
         if wait > 0:
             await asyncio.sleep(wait)

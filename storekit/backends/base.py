@@ -103,7 +103,7 @@ class PoolOptions:
                 f"PoolOptions: need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size}, max_size={self.max_size}"
             )
-        connect_timeout = 1.0 if self.connect_timeout is None else self.connect_timeout
+        connect_timeout = 5.0 if self.connect_timeout is None else self.connect_timeout
         if self.timeout <= 0 or connect_timeout <= 0 or self.max_idle <= 0:
             raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
         check_busy_timeout("PoolOptions", self.busy_timeout_ms)

@@ -7,6 +7,7 @@ one, and require the same text: so the text cannot depend on the password in any
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import pwd
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -349,11 +351,29 @@ def read_only_mount() -> Iterator[Path]:
                 db.exec("CREATE TABLE t (x INTEGER)")
                 db.run("INSERT INTO t VALUES (1)")
         (folder / "wal.db-storekit.lock").unlink(missing_ok=True)
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        _until_done(["mount", "-o", "remount,ro", str(folder)])
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        # A lazy unmount detaches the folder even while something still holds a file in it.
+        if _until_done(["umount", str(folder)], check=False) != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
         folder.rmdir()
+
+
+def _until_done(command: list[str], *, check: bool = True, within: float = 30.0) -> int:
+    """Run a mount command until it succeeds: "target is busy" lasts only while a file closed
+    by now is still being released (a finalizer, a loaded machine's late thread), so retry
+    rather than fail on how fast that happens. Returns the last exit status."""
+    deadline = time.monotonic() + within
+    while True:
+        gc.collect()  # a connection dropped but not yet finalized still holds its file
+        done = subprocess.run(command, capture_output=True, check=False)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {done.stderr.decode().strip()}")
+    return done.returncode
 
 
 @pytest.mark.parametrize(("name", "reason"), [

@@ -189,6 +189,8 @@ class AsyncPostgresBackend:
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                         "context": ADAPTERS, **connect_timeout(url, o),
                                         **self._connect_kwargs}
+        # As the sync backend: the probe waits as long as a pooled connect may.
+        self._probe_kwargs: dict[str, Any] = connect_timeout(url, o)  # {}: the URL's applies
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
         self._probe: asyncio.Future[bool] | None = None  # _reachable's, while one runs
@@ -241,7 +243,8 @@ class AsyncPostgresBackend:
 
     async def _probe_server(self) -> bool:
         try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=1)
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, **self._probe_kwargs)
         except psycopg.Error:
             return False
         await conn.close()

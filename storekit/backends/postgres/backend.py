@@ -431,6 +431,9 @@ class PostgresBackend:
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "context": ADAPTERS, **connect_timeout(url, o),
                                   **self._connect_kwargs}
+        # The reachability probe waits as long as a pooled connect may: a loaded machine can
+        # take seconds to fork a backend, and that is not a server that is down.
+        self._probe_kwargs: dict[str, Any] = connect_timeout(url, o)  # {}: the URL's applies
         # Connect once directly: a wrong host or password gets the server's own reason.
         try:
             probe = psycopg.connect(conninfo, **kwargs)
@@ -533,7 +536,7 @@ class PostgresBackend:
                 return self._probe_ok
             started = time.monotonic()
             try:
-                psycopg.connect(self._conninfo, connect_timeout=1).close()
+                psycopg.connect(self._conninfo, **self._probe_kwargs).close()
                 ok = True
             except psycopg.Error:
                 ok = False
