@@ -8,6 +8,7 @@ show, so `python -m bench headline reference --check FILE...` can tell when it d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -53,7 +54,8 @@ def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFram
     return table
 
 
-def metric_table(s: pd.DataFrame, spec: MetricTable, repetitions: object) -> list[str]:
+def metric_table(s: pd.DataFrame, spec: MetricTable, repetitions: object,
+                 runs_dir: Path | None = None) -> list[str]:
     table = medians(s, spec.workload, spec.metric, spec.op)
     if table.empty:
         return []  # a run from before the metric existed
@@ -63,20 +65,23 @@ def metric_table(s: pd.DataFrame, spec: MetricTable, repetitions: object) -> lis
     for config, row in table.iterrows():
         cells = [spec.fmt.format(v) if pd.notna(v) else "-" for v in row]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
-    lines += ceiling_rows(spec, [int(a) for a in table.columns])
+    if runs_dir is not None:
+        lines += ceiling_rows(spec, [int(a) for a in table.columns], runs_dir)
     lines.append("")
     return lines
 
 
-def ceiling_rows(spec: MetricTable, agents: list[int]) -> list[str]:
+def ceiling_rows(spec: MetricTable, agents: list[int], runs_dir: Path) -> list[str]:
     """Under a PostgreSQL throughput table: pgbench running the same transaction at the
-    same agent counts, from the latest `bench calibrate` under results/ (if any), so a
-    reader sees how much of a difference is the Python client."""
+    same agent counts, from the latest `bench calibrate` beside the run (results/extras for
+    a local run, results/reference/extras for a reference run), so a reader sees how much
+    of a difference is the Python client. Beside the run, not anywhere under results/: a
+    local calibration must not change the reference run's tables."""
     if spec.metric != "ops_per_s":
         return []
     from bench.investigations.calibrate import pgbench_ceiling
 
-    ceiling = pgbench_ceiling(results.RESULTS_DIR)
+    ceiling = pgbench_ceiling(runs_dir)
     cells = [ceiling.get((spec.workload, a)) for a in agents]
     if all(c is None for c in cells):
         return []
@@ -93,7 +98,8 @@ def claims_table(s: pd.DataFrame) -> list[str]:
 def tables(run: results.Run) -> dict[str, list[str]]:
     """Each table's lines by name, in print order; a table the run cannot fill is absent."""
     s = run.summary
-    out = {t.name: metric_table(s, t, run.meta["plan"]["repetitions"]) for t in METRIC_TABLES}
+    out = {t.name: metric_table(s, t, run.meta["plan"]["repetitions"], run.path.parent)
+           for t in METRIC_TABLES}
     out["fair-locking"] = fair_locking_table(s)
     out["claims"] = claims_table(s)
     return {name: lines for name, lines in out.items() if lines}

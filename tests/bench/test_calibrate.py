@@ -80,10 +80,8 @@ def test_the_pgbench_script_runs_the_workloads_statements(storekit_postgres_url:
             assert runs["n"] == added
 
 
-def test_the_headline_shows_the_pgbench_ceiling(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_headline_shows_the_pgbench_ceiling(tmp_path: Path) -> None:
     from bench.analysis import headline
-    from bench.harness import results
 
     (tmp_path / "extras").mkdir()
     rows = [{"workload": "agent-write", "backend": "postgres", "baseline": "pgbench",
@@ -91,10 +89,11 @@ def test_the_headline_shows_the_pgbench_ceiling(tmp_path: Path,
             for a in (1, 4, 16)]
     (tmp_path / "extras" / "calibration-20260101T000000Z.json").write_text(
         json.dumps({"schema_version": 1, "ratios": rows}))
-    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     assert calibrate.pgbench_ceiling(tmp_path)[("agent-write", 4)] == 4000.0
     spec = headline.METRIC_TABLES[0]
     assert spec.metric == "ops_per_s"
-    assert headline.ceiling_rows(spec, [1, 2, 4]) == [
+    assert headline.ceiling_rows(spec, [1, 2, 4], tmp_path) == [
         "| pgbench, same transaction (bench calibrate) | 1,000 | - | 4,000 |"]
-    assert headline.ceiling_rows(headline.METRIC_TABLES[1], [1, 4]) == []
+    assert headline.ceiling_rows(headline.METRIC_TABLES[1], [1, 4], tmp_path) == []
+    # A calibration elsewhere (a local one, when the run is the reference) is not used.
+    assert headline.ceiling_rows(spec, [1, 2, 4], tmp_path / "reference") == []
