@@ -41,7 +41,7 @@ METRIC_TABLES = (
     MetricTable("search-p50", "search", "latency_p50_ms", "search",
                 "search: p50 latency (ms)", "{:,.2f}"),
 )
-TABLE_NAMES = (*(t.name for t in METRIC_TABLES), "fair-locking", "claims")
+TABLE_NAMES = (*(t.name for t in METRIC_TABLES), "agent-step", "fair-locking", "claims")
 
 
 def medians(s: pd.DataFrame, workload: str, metric: str, op: str) -> pd.DataFrame:
@@ -100,6 +100,7 @@ def tables(run: results.Run) -> dict[str, list[str]]:
     s = run.summary
     out = {t.name: metric_table(s, t, run.meta["plan"]["repetitions"], run.path.parent)
            for t in METRIC_TABLES}
+    out["agent-step"] = agent_step_table(s)
     out["fair-locking"] = fair_locking_table(s)
     out["claims"] = claims_table(s)
     return {name: lines for name, lines in out.items() if lines}
@@ -107,6 +108,35 @@ def tables(run: results.Run) -> dict[str, list[str]]:
 
 def headline(run: results.Run) -> str:
     return "\n".join(line for lines in tables(run).values() for line in lines)
+
+
+def agent_step_table(s: pd.DataFrame) -> list[str]:
+    """agent-step: storage p99 per step and steps/s, a row per (config, round trip), a
+    column per agent count; * marks a run the load generator limited."""
+    from bench.analysis import scenarios
+
+    cells = scenarios.cells(s, "agent-step")
+    if cells.empty:
+        return []
+    thinks = sorted({float(t) for t in cells["think_ms"]})
+    agents = sorted({int(a) for a in cells["agents"]})
+    lines = [f"**agent-step: storage p99 per step (ms) and steps/s** (agents thinking"
+             f" {', '.join(f'{t:,.0f}' for t in thinks)} ms per step; median of the"
+             " repetitions; * the load generator lagged)\n",
+             "| config | round trip | " + " | ".join(f"{a:,} agents" for a in agents) + " |",
+             "|---|---|" + "---|" * len(agents)]
+    for (config, _), group in cells.groupby(["config", "rtt_ms"], sort=True):
+        by_agents = {int(r["agents"]): r for _, r in group.iterrows()}
+        row = []
+        for a in agents:
+            r = by_agents.get(a)
+            row.append("-" if r is None else
+                       f"{r['p99_ms']:,.1f} ms, {r['ops_per_s']:,.0f}/s"
+                       + ("*" if r["limited"] else ""))
+        rtt_ms = float(group["rtt_ms"].iloc[0])
+        lines.append(f"| {config} | {rtt_ms:g} ms | " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
 
 
 def fair_locking_table(s: pd.DataFrame) -> list[str]:

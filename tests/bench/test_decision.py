@@ -256,3 +256,16 @@ def test_a_run_without_step_cells_reads_agent_write(tmp_path: Path) -> None:
     assert "SQLite up to 16 agents; PostgreSQL up to 1 agent, and at 16 agents SQLite " \
         "commits 1.0x" in page
     assert (tmp_path / "index-decision-map.png").is_file()
+
+
+def test_headline_agent_step_table(grid_dir: Path) -> None:
+    from bench.analysis import headline
+
+    run = results.load("20270101T000000Z-grid", grid_dir)
+    lines = headline.tables(run)["agent-step"]
+    text = "\n".join(lines)
+    assert "| config | round trip | 10 agents | 100 agents | 1,000 agents |" in text
+    assert "| postgres | 5 ms | 20.0 ms, 9/s | 35.0 ms, 90/s | 400.0 ms, 900/s |" in text
+    # SQLite has one row (no round trip), and every measured cell is filled.
+    assert [line.split(" | ")[0] for line in lines if line.startswith("| sqlite")] == [
+        "| sqlite-wal"]
