@@ -3,9 +3,11 @@
 The sync backend's rules, awaited: pooled connections in autocommit with BEGIN/COMMIT
 sent by storekit, serializable by default, lock_timeout from busy_timeout_ms, the scope
 key registered as each connection opens, and the session reset (RESET_SESSION) before a
-connection goes back to the pool. A task cancelled mid-statement: psycopg cancels the
-query on the server; storekit then rolls back and resets, and should that be cancelled
-too, the connection is closed rather than returned half reset.
+connection goes back to the pool when its SQL may have changed the session (session.py), a
+transaction was left open, or a statement failed or was cancelled. A task cancelled
+mid-statement: psycopg cancels the query on the server; storekit then rolls back and
+resets, and should that be cancelled too, the connection is closed rather than returned
+half reset.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from storekit.backends.postgres.backend import (
     _BEGIN,
     _IDLE,
     _IN_ERROR,
+    _KEEP_ROWS,
     _RESETTABLE,
     _SCOPE_SCHEMAS,
     ADAPTERS,
@@ -35,6 +38,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     connect_timeout,
 )
+from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
     BAD_INPUT,
     RETRYABLE,
@@ -51,13 +55,36 @@ from storekit.params import Params, check_params, check_sql_text, translate
 from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
-AConn = psycopg.AsyncConnection[Row]
+
+class AsyncStoreConnection(psycopg.AsyncConnection[Row]):
+    """A pooled connection that remembers whether its session may have changed since the
+    last reset (as the sync StoreConnection: _putconn resets only then), and keeps one
+    cursor for the autocommit path, which alone has the connection to itself (a
+    transaction's tasks may share theirs, so they get a cursor per statement)."""
+
+    dirty = True  # until the first reset, assume the worst (class defaults: no __init__)
+    _statement_cursor: psycopg.AsyncCursor[Row] | None = None
 
 
-async def _execute(conn: AConn, sql: str, params: Params, how: str) -> Any:
+AConn = AsyncStoreConnection
+
+
+async def _execute(conn: AConn, sql: str, params: Params, how: str,
+                   reuse: bool = False) -> Any:
     try:
         t = translate(sql, "postgres")
-        cur = await conn.execute(t.sql, check_params(t, params))
+        values = check_params(t, params)
+        if changes_session(t.sql):
+            conn.dirty = True
+        if reuse:
+            cur = conn._statement_cursor
+            if cur is None:
+                cur = conn._statement_cursor = conn.cursor()
+            await cur.execute(t.sql, values)
+            if cur.rowcount > _KEEP_ROWS:
+                conn._statement_cursor = None  # do not keep a large result alive
+        else:
+            cur = await conn.execute(t.sql, values)
         if how == "get":
             return await cur.fetchone()
         if how == "all":
@@ -67,9 +94,20 @@ async def _execute(conn: AConn, sql: str, params: Params, how: str) -> Any:
             return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
         return RunResult(cur.rowcount, None)
     except psycopg.Error as exc:
+        _failed(conn)
         raise from_psycopg(exc) from exc
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
+    except BaseException:
+        _failed(conn)  # cancelled, or interrupted: the server may have run part of it
+        raise
+
+
+def _failed(conn: AConn) -> None:
+    """A statement failed or was interrupted: reset the session when the connection is
+    returned, and start the next statement on a fresh cursor."""
+    conn.dirty = True
+    conn._statement_cursor = None
 
 
 async def _script(conn: AConn, script: str) -> None:
@@ -77,11 +115,17 @@ async def _script(conn: AConn, script: str) -> None:
         if not isinstance(script, str):
             raise ProgrammingError(f"a script must be a str, not {type(script).__name__}")
         check_sql_text(script)
+        if changes_session(script):
+            conn.dirty = True
         await conn.execute(script)  # no parameters: the simple protocol runs many statements
     except psycopg.Error as exc:
+        _failed(conn)
         raise from_psycopg(exc) from exc
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
+    except BaseException:
+        _failed(conn)
+        raise
 
 
 class AsyncPgHandle:
@@ -120,6 +164,8 @@ class AsyncPgHandle:
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
+            if changes_session(t.sql):
+                self.conn.dirty = True
             async with self.conn.cursor(name=f"storekit_{next(_cursor_names)}") as cur:
                 if tx is not None:
                     tx._opened(cur)
@@ -135,6 +181,7 @@ class AsyncPgHandle:
                             raise ended()
                         yield row
         except psycopg.Error as exc:
+            _failed(self.conn)
             self.failed = error = from_psycopg(exc)
             raise error from exc
         except BAD_INPUT as exc:
@@ -143,10 +190,13 @@ class AsyncPgHandle:
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         try:
             t = translate(sql, "postgres")
+            if changes_session(t.sql):
+                self.conn.dirty = True
             async with self.conn.cursor() as cur:
                 await cur.executemany(t.sql, [check_params(t, p) for p in seq])
                 return cur.rowcount
         except psycopg.Error as exc:
+            _failed(self.conn)
             self.failed = error = from_psycopg(exc)
             raise error from exc
         except BAD_INPUT as exc:
@@ -213,7 +263,8 @@ class AsyncPostgresBackend:
         self._pool: psycopg_pool.AsyncConnectionPool[AConn] = psycopg_pool.AsyncConnectionPool(
             self._conninfo, kwargs=self._kwargs, min_size=o.min_size, max_size=o.max_size,
             max_idle=o.max_idle, timeout=o.timeout, reconnect_timeout=2.0,
-            configure=self._configure, open=False, name="storekit-aio")
+            configure=self._configure, open=False, name="storekit-aio",
+            connection_class=AsyncStoreConnection)
         try:
             await self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
         except psycopg_pool.PoolTimeout as exc:
@@ -269,16 +320,18 @@ class AsyncPostgresBackend:
                 f"(max_size={self.pool_options.max_size}) at {self.url}") from exc
 
     async def _putconn(self, conn: AConn) -> None:
-        """Reset the session, then give the connection back. Interrupted (a second
+        """Reset the session if it may have changed (conn.dirty, or a transaction left
+        open: one round trip), then give the connection back. Interrupted (a second
         cancellation), the connection is closed instead, and returned by a task."""
         try:
             status = conn.pgconn.transaction_status
-            if status in _RESETTABLE:
+            if status in _RESETTABLE and (conn.dirty or status != _IDLE):
                 try:
                     if status != _IDLE:
                         await conn.rollback()
                     if self._reset_session is not None:
                         await conn.execute(self._reset_session)
+                    conn.dirty = False
                 except psycopg.Error:
                     await conn.close()  # the pool replaces a closed connection
             await self._pool.putconn(conn)
@@ -292,7 +345,7 @@ class AsyncPostgresBackend:
     async def _autocommit(self, sql: str, params: Params, how: str) -> Any:
         conn = await self._getconn()
         try:
-            return await _execute(conn, sql, params, how)
+            return await _execute(conn, sql, params, how, reuse=True)
         finally:
             await self._putconn(conn)
 
