@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analysis import recommend, style
-from bench.analysis.claims import claims
+from bench.analysis.claims import NOT_MEASURED, claims
 from bench.harness import results
 
 
@@ -90,8 +90,11 @@ def ceiling_rows(spec: MetricTable, agents: list[int], runs_dir: Path) -> list[s
 
 
 def claims_table(s: pd.DataFrame) -> list[str]:
+    judged = claims(s)
+    if all(c.verdict == NOT_MEASURED for c in judged):
+        return []  # a run of other workloads (agent-step) judges none of them
     lines = ["**Claims of the seed document**\n", "| claim | verdict | evidence |", "|---|---|---|"]
-    lines += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in claims(s)]
+    lines += [f"| {c.claim} | {c.verdict} | {c.evidence} |" for c in judged]
     return lines
 
 

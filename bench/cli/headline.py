@@ -1,12 +1,14 @@
 """Print the README's tables for a run, or check/rewrite the copies in Markdown files.
 
-RUN is a run id, 'reference' (the committed reference run) or omitted (the newest run).
+RUN is a run id, 'reference' or omitted (the newest run). With 'reference', --check and
+--write take each table from the newest committed reference run that has it (the
+closed-loop run has the agent-write tables, the deployment run the agent-step one).
 With --check, every block in the files, a line `<!-- headline:NAME -->`, the table, and a
 line `<!-- /headline:NAME -->`, must equal the table NAME this command prints for RUN;
 a block that differs is shown as a diff and the exit code is 1. --write rewrites the
 blocks instead. Files without blocks pass. Table names:
   agent-write-throughput, agent-write-p99, agent-write-retries, agent-write-errors,
-  read-while-write-reader-p99, search-p50, fair-locking, claims
+  read-while-write-reader-p99, search-p50, agent-step, fair-locking, claims
 (--markers prints the tables with their markers, ready to paste).
 """
 
@@ -44,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
             return 0  # nothing marked: no run needed
         run = results.load(args.run_id, Path(args.results_dir))
         found = tables(run)
+        if args.run_id == results.REFERENCE and (args.check or args.write):
+            found = reference_tables(Path(args.results_dir))
         if args.check:
             return check(args.check, found, run.run_id)
         if args.write:
@@ -63,6 +67,14 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(headline(run))
     return 0
+
+
+def reference_tables(results_dir: Path) -> dict[str, list[str]]:
+    """Each table from the newest reference run that has it."""
+    found: dict[str, list[str]] = {}
+    for run_id in results.reference_ids(results_dir):  # oldest first: newer ones win
+        found.update(tables(results.load(run_id, results_dir)))
+    return found
 
 
 def check(paths: list[Path], found: dict[str, list[str]], run_id: str) -> int:

@@ -43,3 +43,9 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             dead.append(f"{target}: no heading #{anchor} in {file.relative_to(ROOT)}")
     assert not dead, f"{page.relative_to(ROOT)} has dead links:\n" + "\n".join(dead)
+
+
+def test_the_readme_stays_a_first_hour() -> None:
+    # Development history and reference material belong in docs/ (one page each).
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    assert readme.stat().st_size < 12 * 1024
