@@ -90,7 +90,7 @@ def test_no_lock_and_no_turn_stays_held_after_a_signal_at_any_function_entry(
                 hit.append(where)
             errors: list[BaseException] = []
 
-            def thread_writes() -> None:
+            def thread_writes(errors: list[BaseException] = errors) -> None:
                 try:
                     db.run("INSERT INTO t VALUES (0, 'thread')")
                 except BaseException as exc:  # reported below
