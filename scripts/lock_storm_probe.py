@@ -4,12 +4,11 @@ An exception can come between a lock changing hands and the caller learning of i
 runs signal handlers after any call); nothing may stay wedged and no acknowledged write may
 be missing. Timeouts are upper bounds for "must not hang" only.
 
-Not part of the suite: it still fails now and then. The transaction part is fixed
-(tests/storekit/test_signal_storm.py); what remains is in writelock.py: WriteLease uses
-threading.Condition (`with self._cv`, `cv.wait`), whose __enter__/__exit__/wait are Python
-code, and a signal handler raising at the entry of Condition.__exit__ leaves the lease's
-RLock held by the main thread for good; the lease thread and every other writer thread then
-block on it with no timeout. Run it with
+Not part of the suite (random timing). It failed about half its runs while WriteLease
+used threading.Condition (Python code: a handler raising at the entry of Condition.__exit__
+left the lease's mutex held); the deterministic cases are in
+tests/storekit/test_signal_storm.py and tests/storekit/test_signal_storm_lease.py.
+Run it with
 `.venv/bin/pytest -p no:cacheprovider scripts/lock_storm_probe.py`.
 """
 

@@ -30,7 +30,7 @@ def test_threads_get_the_lock_in_arrival_order() -> None:
         t = threading.Thread(target=waiter, args=(n,))
         t.start()
         threads.append(t)
-        while len(lock._waiters) < n + 1:  # wait until this one is queued
+        while _queued(lock) < n + 1:  # wait until this one is queued
             time.sleep(0.001)
     lock.release()
     for t in threads:
@@ -47,7 +47,7 @@ def test_fair_lock_timeout_leaves_it_usable() -> None:
     lock.release()
     assert lock.acquire(timeout=0)
     lock.release()
-    assert lock._locked is False
+    assert lock.locked() is False
 
 
 HOLD = """
@@ -321,3 +321,11 @@ def test_a_busy_process_hands_over_to_one_that_queues(db_path: Path) -> None:
     finally:
         busy.kill()
         busy.communicate()
+
+
+def _queued(lock: FairLock) -> int:
+    """Waiters in the queue: the nodes not done, back from the tail."""
+    count, node = 0, lock._tail
+    while node is not None and not node.done:
+        count, node = count + 1, node.prev
+    return count - (lock._node is not None)

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from _thread import get_ident as _get_ident
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -391,7 +392,7 @@ class SqliteBackend:
         if self._checkpoints is not None:
             self._checkpoints.after_fork(_set_aside)
         writer = self._writer.conn
-        busy = (old_lock._locked if isinstance(old_lock, FairLock) else old_lock.locked())
+        busy = old_lock.locked()
         try:
             if writer.in_transaction:
                 _set_aside.append(writer)
@@ -522,21 +523,27 @@ class SqliteBackend:
         acquired = False
         try:
             acquired = lock.acquire(timeout=timeout)
-            self._holder = threading.get_ident()  # for abandon(); FairLock keeps its own
             if not acquired:
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
+            self._holder = threading.get_ident()  # for abandon(); FairLock keeps its own
             lease = self._lease if self._lease_tried else self._open_lease()
             if lease is not None and not lease.acquire(started + timeout):
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
                                 " (held by another process)")
         except BaseException:
-            self._give_back(acquired)
+            try:
+                self._give_back(acquired)
+            except BaseException:  # interrupted at its entry: once more (by owner)
+                self._give_back(acquired)
             raise
         if self._checkpoints is not None and self._checkpoints.tail_pending:
             try:
                 self._checkpoints.run(in_turn=True)  # the short tail, in this turn (checkpoint.py)
             except BaseException:
-                self._release_writer()
+                try:
+                    self._release_held()
+                except BaseException:
+                    self._release_held()
                 raise
 
     def _give_back(self, acquired: bool) -> None:
@@ -591,15 +598,36 @@ class SqliteBackend:
                     # Nobody waits, or a reader holds it back: in the turn, as SQLite would.
                     self._checkpoints.run(in_turn=True)
         finally:
+            # Each release is tried once more if an exception interrupts it (a signal
+            # handler raising at its entry): both are idempotent, the lock's by owner.
+            lease = self._lease
             try:
-                if self._lease is not None:
-                    self._lease.release(hand_over=outside)
+                if lease is not None:
+                    lease.release(hand_over=outside)
+            except BaseException:
+                if lease is not None:
+                    lease.release(hand_over=True)
+                raise
             finally:
                 self._holder = None
-                self._lock.release()
+                lock = self._lock
+                try:
+                    lock.release()
+                except BaseException:
+                    if lock.__class__ is FairLock:
+                        lock.release_if_owned()
+                    raise
         if outside:
             assert self._checkpoints is not None
             self._checkpoints.run(in_turn=False)  # the bulk, while the next process writes
+
+    def _release_held(self) -> None:
+        """_release_writer if this thread holds the writer: callers call it once more when
+        an exception interrupts it (at its entry, say), and whatever the first call
+        released is not released twice."""
+        lock = self._lock
+        if (lock._owner if lock.__class__ is FairLock else self._holder) == _get_ident():
+            self._release_writer()
 
     def _reader(self) -> SqliteHandle:
         handle: SqliteHandle | None = getattr(self._local, "reader", None)
@@ -617,11 +645,16 @@ class SqliteBackend:
 
     # Autocommit data methods: writes queue for the writer, reads use this thread's reader.
     def run(self, sql: str, params: Params = None) -> RunResult:
-        self._acquire_writer()
+        # The acquire inside the try: an exception can come just after it returns.
         try:
+            self._acquire_writer()
             return self._writer.run(sql, params)
         finally:
-            self._release_writer()
+            try:
+                self._release_held()
+            except BaseException:
+                self._release_held()
+                raise
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         if self.memory:
@@ -658,11 +691,15 @@ class SqliteBackend:
                             " (another thread's transaction holds it)")
 
     def exec(self, script: str) -> None:
-        self._acquire_writer()
         try:
+            self._acquire_writer()
             self._writer.exec(script)
         finally:
-            self._release_writer()
+            try:
+                self._release_held()
+            except BaseException:
+                self._release_held()
+                raise
 
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None,
@@ -679,11 +716,14 @@ class SqliteBackend:
             self._execute(handle, "PRAGMA query_only=ON")
             self._execute(handle, "BEGIN DEFERRED")
             return handle
-        self._acquire_writer()
         try:
+            self._acquire_writer()
             self._execute(self._writer, self._begin)
         except BaseException:
-            self._release_writer()
+            try:
+                self._release_held()
+            except BaseException:
+                self._release_held()
             raise
         return self._writer
 
@@ -697,7 +737,11 @@ class SqliteBackend:
             raise
         finally:
             if handle is self._writer:
-                self._release_writer()
+                try:
+                    self._release_held()
+                except BaseException:
+                    self._release_held()
+                    raise
             else:
                 self._execute(handle, "PRAGMA query_only=OFF")
 
@@ -706,7 +750,11 @@ class SqliteBackend:
             lock = self._lock
             held = (lock._owner if lock.__class__ is FairLock else self._holder)
             if held == threading.get_ident():
-                self._release_writer()  # rolls back first
+                try:
+                    self._release_writer()  # rolls back first
+                except BaseException:
+                    self._release_held()
+                    raise
             return
         if handle.conn.in_transaction:
             with contextlib.suppress(StoreError):

@@ -11,97 +11,106 @@ Design and measurements: docs/fair-locking.md.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import os
+import queue
 import struct
 import threading
-import time
-from collections import deque
+from time import monotonic as _monotonic
 from typing import Any
 
 
-class _Waiter:
-    __slots__ = ("granted", "ident", "wake")
+class _Node:
+    """A place in FairLock's queue (a CLH queue lock): its lock is held until the node is
+    done, and its successor waits on it. `done` and `abandoned` are set before the lock is
+    released, so a successor reads them rather than the lock's state."""
+
+    __slots__ = ("abandoned", "done", "lock", "prev")
 
     def __init__(self) -> None:
-        self.ident = threading.get_ident()
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.granted = False  # set by release() under the mutex: the lock is this waiter's
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.prev: _Node | None = None
+        self.done = False  # released or abandoned: the successor need not wait on it
+        self.abandoned = False  # left without holding: the successor looks further back
 
 
 class FairLock:
-    """A lock handed to waiters in arrival order.
+    """A lock handed to waiters in arrival order (a CLH queue of C-level locks).
 
-    Safe against exceptions raised while waiting (a signal handler, KeyboardInterrupt): the
-    waiter leaves the queue, or passes on the lock if it was handed over meanwhile.
+    Exception-safe at every point (a signal handler raising at any call or function entry,
+    KeyboardInterrupt): CPython runs signal handlers and switches threads only at calls,
+    function entries and backward jumps, so each change of state below is a run of plain
+    attribute stores ended by one C call (a lock's release), and a waiter that leaves
+    (timeout, exception) marks its node abandoned before releasing it: whatever point an
+    exception comes at, the queue stays whole. Releasing is two stores and one C call.
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.RLock()  # an RLock can tell _hold whether it got it
-        self._locked = False
-        # The thread the lock is this moment's: an exception can come between the lock
-        # changing hands and the caller learning of it (Python checks for pending signals
-        # after every call), so callers give it back by owner (release_if_owned).
+        self._mutex = _thread.allocate_lock()  # held for two stores only (enqueue)
+        tail = _Node()
+        tail.done = True
+        tail.lock.release()
+        self._tail = tail
+        # The holder, by thread and node: an exception can come between the lock changing
+        # hands and the caller learning of it, so callers give it back by owner.
         self._owner: int | None = None
-        self._waiters: deque[_Waiter] = deque()
+        self._node: _Node | None = None
 
     def acquire(self, timeout: float = -1) -> bool:
-        with self._mutex:
-            if not self._locked:
-                self._locked = True
-                self._owner = threading.get_ident()
-                return True
-            waiter = _Waiter()
-            self._waiters.append(waiter)
+        node = _Node()
+        ident = _thread.get_ident()
+        deadline = _monotonic() + timeout if timeout > 0 else 0.0
         try:
-            if waiter.wake.acquire(timeout=timeout):
-                return True  # release() handed the lock over; it is still marked locked
-        except BaseException:
-            if self._leave(waiter):
-                self.release()  # handed over as the exception came: pass it on
-            raise
-        return self._leave(waiter)  # timed out, unless handed over just then
-
-    def _leave(self, waiter: _Waiter) -> bool:
-        """Leave the queue; True if the lock was handed to this waiter first (idempotent)."""
-        interrupted = _hold(self._mutex)
-        try:
-            if not waiter.granted:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            granted = waiter.granted
+            with self._mutex:  # C-level: nothing can come between its acquire and release
+                node.prev = self._tail
+                self._tail = node
+            pred: _Node | None = node.prev  # never None: the first node is done
+            while pred is not None:
+                if pred.done:
+                    if not pred.abandoned:
+                        node.prev = None
+                        self._node = node  # no call between these two stores
+                        self._owner = ident
+                        break
+                    pred = node.prev = pred.prev  # it left: wait for the one before it
+                    continue
+                if timeout < 0:
+                    pred.lock.acquire()
+                elif timeout == 0:
+                    break
+                else:
+                    left = deadline - _monotonic()
+                    if left <= 0 or not pred.lock.acquire(True, left):
+                        break
         finally:
-            self._mutex.release()
-        if interrupted is not None:
-            if granted:
-                self.release()
-            raise interrupted
-        return granted
+            if self._node is not node:
+                # Timed out or interrupted before it was this thread's: leave the queue.
+                # If the lock was handed over meanwhile, the successor gets it instead.
+                node.abandoned = True
+                node.done = True
+                node.lock.release()
+        return self._node is node
 
     def release(self) -> None:
-        interrupted = _hold(self._mutex)
-        try:
-            if self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.granted = True
-                self._owner = waiter.ident
-                waiter.wake.release()
-            else:
-                self._locked = False
-                self._owner = None
-        finally:
-            self._mutex.release()
-        if interrupted is not None:
-            raise interrupted
+        node = self._node
+        assert node is not None, "release of an unlocked FairLock"
+        self._node = None
+        self._owner = None
+        node.done = True
+        node.lock.release()
+
+    def locked(self) -> bool:
+        return self._node is not None or not self._tail.done
 
     def owned(self) -> bool:
         """True if the calling thread holds the lock."""
-        return self._owner == threading.get_ident()
+        return self._owner == _thread.get_ident()
 
     def release_if_owned(self) -> None:
-        if self._owner == threading.get_ident():
+        if self._owner == _thread.get_ident():
             self.release()
 
     def __enter__(self) -> FairLock:
@@ -110,22 +119,6 @@ class FairLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _hold(lock: Any) -> BaseException | None:
-    """Acquire the RLock `lock` even if signal handlers raise while it waits (a blocking
-    acquire is interruptible in the main thread); return the first exception, for the
-    caller to raise once its bookkeeping is done, so a release or a withdrawal is never
-    left half-done. The exception may also come just after the acquire succeeded: then
-    the lock is this thread's already (acquiring again would hold it twice)."""
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            if interrupted is None or not lock._is_owned():
-                lock.acquire()
-            return interrupted
-        except BaseException as exc:  # re-raised by the caller
-            interrupted = interrupted or exc
 
 
 _OFD = hasattr(fcntl, "F_OFD_SETLKW")  # Linux; elsewhere flock, in wake-up order
@@ -225,14 +218,22 @@ class WriteLease:
     process's later writers until its thread gets the turn (the queue moved again). The
     alternative, ending the turn whenever a process goes idle, would make a lone writer
     queue again for every transaction; this costs nothing until the queue stalls.
+
+    Exception-safe in the writer (a signal handler raising at any call or function entry):
+    the mutex is a C-level lock taken only by `with` (released whatever comes), writers
+    wait on a lock of their own (no threading.Condition, whose methods are Python code),
+    and every state a writer can be interrupted in is one the background thread resolves:
+    a turn not in use is ended once its slice is over. Signals never interrupt that thread.
     """
 
     def __init__(self, path: str, slice_s: float, stall_s: float | None = None) -> None:
         self._queue = TicketQueue(path)
         self._slice = slice_s
         self._stall = stall_s
-        self._mutex = threading.RLock()  # for _hold, as FairLock's
-        self._cv = threading.Condition(self._mutex)
+        self._mutex = _thread.allocate_lock()
+        self._kick: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the thread (C)
+        self._grant: Any = None  # the waiting writer's wake lock, until the thread grants
+        self._granted: Any = None  # the wake lock of the writer last granted the turn
         self._wanted = False
         self._held = False
         self._in_use = False
@@ -250,59 +251,60 @@ class WriteLease:
     def acquire(self, deadline: float) -> bool:
         """True once this process may write: it holds the turn, or (with stall_s) the
         queue has stalled; False if time.monotonic() reached deadline first."""
-        # The condition's own lock, entered directly: Condition.__enter__ is a Python call
-        # on every write, and self._cv.wait() below works the same under it.
-        with self._mutex:
-            if self._held:
-                if time.monotonic() < self._slice_end or self._extend():
-                    self._in_use = self._used = True
+        wake = give_up = None
+        try:
+            with self._mutex:
+                if self._held:
+                    if _monotonic() < self._slice_end or self._extend():
+                        self._in_use = self._used = True
+                        return True
+                    self._end_turn()  # slice over and others queue: to the back of the line
+                elif self._stalled:
                     return True
-                self._end_turn()  # slice over and others queue: to the back of the line
-            elif self._stalled:
-                return True
-            self._wanted = True
-            self._cv.notify_all()
+                asked = _thread.allocate_lock()
+                asked.acquire()
+                # The background thread marks the turn in use for this caller when it
+                # gets it, so a caller scheduled late still gets one write per turn.
+                wake = self._grant = asked
+                self._wanted = True
+                self._kick.put(None)
             give_up = deadline
             if self._stall is not None:
-                give_up = min(deadline, time.monotonic() + self._stall)
-            # The background thread marks the turn in use for this caller when it gets
-            # it, so a caller scheduled late still gets at least one write per turn.
-            try:
-                while not self._in_use:
-                    left = give_up - time.monotonic()
-                    if left <= 0 or self._closed:
-                        self._wanted = False
-                        if self._closed or give_up >= deadline:
-                            return False
-                        self._stalled = True  # the thread stays queued
-                        return True
-                    self._cv.wait(left)
-            except BaseException:
-                # Interrupted (a signal handler raised, KeyboardInterrupt): stop asking, or
-                # a turn nobody uses would be taken and kept; end one granted meanwhile.
+                give_up = min(deadline, _monotonic() + self._stall)
+            while self._granted is not wake:
+                left = give_up - _monotonic()
+                if left <= 0 or self._closed:
+                    break
+                wake.acquire(True, left)
+        finally:
+            # Plain stores, no call between: the thread sees all of them or none.
+            if wake is not None and self._granted is not wake:
+                # Timed out, closed or interrupted (a signal handler raised): stop asking,
+                # or a turn nobody uses would be taken and kept.
+                self._grant = None
                 self._wanted = False
-                if self._in_use:
-                    self._in_use = False
-                    if self._held:
-                        self._end_turn()
-                raise
+            # Granted: on an exception the caller gives the turn back (release).
+        if self._granted is wake:
             return True
+        if self._closed or give_up is None or give_up >= deadline:
+            return False
+        self._stalled = True  # the thread stays queued
+        return True
 
     def release(self, *, hand_over: bool = False) -> None:
         """Give the turn back to the process; it ends when the slice is over, or at once
         with hand_over."""
-        # Cleared first, outside the lock: should an exception interrupt the rest, the
-        # background thread still ends the turn once its slice is over.
+        # Cleared first: should an exception interrupt the rest, the background thread
+        # ends the turn once its slice is over.
         self._in_use = False
-        interrupted = _hold(self._mutex)
-        try:
-            if self._held and (hand_over or (time.monotonic() >= self._slice_end
+        self._granted = self._grant = None
+        self._wanted = False
+        if not self._held:
+            return
+        with self._mutex:
+            if self._held and (hand_over or (_monotonic() >= self._slice_end
                                              and not self._extend())):
                 self._end_turn()
-        finally:
-            self._mutex.release()
-        if interrupted is not None:
-            raise interrupted
 
     def others_waiting(self) -> bool:
         return self._queue.others_waiting()
@@ -312,64 +314,82 @@ class WriteLease:
         if self._queue.others_waiting():
             return False
         self._used = False
-        self._slice_end = time.monotonic() + self._slice
+        self._slice_end = _monotonic() + self._slice
         return True
 
     def _end_turn(self) -> None:
-        self._held = False
+        # The byte first: interrupted before it, the turn is still marked held and the
+        # thread ends it (unlocking twice is harmless).
         self._queue.end_turn()
-        self._cv.notify_all()
+        self._held = False
+        self._kick.put(None)
+
+    def _wait_kick(self, timeout: float | None) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._kick.get(timeout=timeout)
+        while not self._kick.empty():  # one wake-up serves all sent so far
+            self._kick.get_nowait()
 
     def _run(self) -> None:
-        cv = self._cv
         try:
             while True:
-                with cv:
-                    while not self._wanted and not self._closed:
-                        cv.wait()
-                    if self._closed:
-                        return
+                while not self._wanted and not self._closed:
+                    self._wait_kick(None)
+                if self._closed:
+                    return
                 self._queue.wait_turn()
-                with cv:
+                with self._mutex:
                     self._held = True
                     self._used = False
                     self._stalled = False
-                    if self._wanted:  # else the caller gave up meanwhile: pass the turn on
+                    # Fewer writers get longer slices, so a round of the queue takes
+                    # about ROUND_S whatever their number: fewer hand-offs, the same
+                    # bound on a writer's wait.
+                    share = ROUND_S / (self._queue.waiting() + 1)
+                    slice_end = _monotonic() + min(max(self._slice, share), MAX_SLICE_S)
+                    wake = self._grant
+                    if wake is not None:  # else the caller gave up meanwhile: pass it on
+                        # No call between these stores: the writer sees all or none.
+                        self._slice_end = slice_end
+                        self._grant = None
                         self._wanted = False
-                        self._in_use = True
-                        # Fewer writers get longer slices, so a round of the queue
-                        # takes about ROUND_S whatever their number: fewer hand-offs,
-                        # the same bound on a writer's wait.
-                        share = ROUND_S / (self._queue.waiting() + 1)
-                        self._slice_end = time.monotonic() + min(max(self._slice, share),
-                                                                 MAX_SLICE_S)
-                        cv.notify_all()
+                        self._in_use = self._used = True
+                        self._granted = wake
+                        wake.release()
                     else:
+                        self._wanted = False
                         self._slice_end = 0.0
-                    # Watch for a turn left idle: writers end busy turns themselves.
-                    while self._held:
-                        left = self._slice_end - time.monotonic()
-                        if self._closed or (left <= 0 and not self._in_use
-                                            and (not self._used or not self._extend())):
+                # Watch for a turn left idle: writers end busy turns themselves.
+                while self._held:
+                    with self._mutex:
+                        left = self._slice_end - _monotonic()
+                        if self._held and (self._closed or (
+                                left <= 0 and not self._in_use
+                                and (not self._used or not self._extend()))):
                             self._end_turn()
-                        else:
-                            cv.wait(left if left > 0 else self._slice)
+                            continue
+                    self._wait_kick(left if left > 0 else self._slice)
         except BaseException:
             # The queue failed (an OSError from the kernel): writers go on under SQLite's
             # lock alone rather than wait for a turn that will never come.
-            with cv:
-                self._held = False
-                self._stalled = True
-                cv.notify_all()
+            self._held = False
+            self._stalled = True
+            wake = self._grant
+            if wake is not None:
+                self._grant = None
+                wake.release()  # the writer wakes, sees no grant, and stalls at its deadline
             raise
         finally:
             # The descriptor is closed here, never under a thread blocked in wait_turn.
             self._queue.close()
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+        self._closed = True
+        self._kick.put(None)
+        wake = self._grant
+        if wake is not None and wake.locked():
+            with contextlib.suppress(RuntimeError):
+                wake.release()
 
     def abandon_after_fork(self) -> None:
         """In the child of os.fork(): drop this copy without unlocking anything. The turn
