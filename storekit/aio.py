@@ -451,9 +451,12 @@ class AsyncDatabase:
         params: Params = None,
         columns: Sequence[str] | None = None,
     ) -> list[Row]:
+        """Rows best first, ranks relative to the page's best match (as Database.search)."""
+        from storekit.search import scale_ranks
+
         sql, values = await self.search_sql(table, query, limit=limit, offset=offset,
                                             where=where, params=params, columns=columns)
-        return [] if sql is None else await self.all(sql, values)
+        return [] if sql is None else scale_ranks(await self.all(sql, values))
 
     @_checked_async
     async def search_sql(

@@ -24,7 +24,9 @@ from bench.harness.runner import PROFILES
 from bench.harness.workloads import WORKLOADS
 
 RESULTS = ROOT / "results"
-REFERENCE = results.reference_ids(RESULTS)[-1]
+# The closed-loop reference run (the one with the agent-write workload these tables show).
+REFERENCE = next(i for i in reversed(results.reference_ids(RESULTS))
+                 if "agent-write" in set(results.load(i, RESULTS).summary["workload"]))
 NAMES = [*CONFIGS, *WORKLOADS]
 
 
@@ -96,7 +98,7 @@ def _tables() -> dict[str, Table]:
     from bench.investigations.micro import ratios
 
     run = results.load(REFERENCE, RESULTS)
-    micro_json = sorted((RESULTS / "reference" / "microbench").glob("*.json"))[-1]
+    micro_json = sorted((RESULTS / "reference" / "microbench").glob("*Z.json"))[-1]
     configs, workloads, profiles = list_cmd.tables()
     return {"list configs": configs, "list workloads": workloads, "list profiles": profiles,
             "run summary": summary_table(run), "compare": compare.comparison(run, run),
