@@ -48,4 +48,4 @@ def test_relative_links_resolve(page: Path) -> None:
 def test_the_readme_stays_a_first_hour() -> None:
     # Development history and reference material belong in docs/ (one page each).
     readme = Path(__file__).resolve().parents[2] / "README.md"
-    assert readme.stat().st_size < 12 * 1024
+    assert readme.stat().st_size < 12_000
