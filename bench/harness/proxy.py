@@ -2,18 +2,18 @@
 
 This machine's kernel has no netem qdisc, so the delay is in user space. The proxy runs in
 a process of its own (the harness's GIL and load must not move its timers) and forwards
-bytes exactly and in order. Design (measured with `python -m bench proxy`):
-- asyncio Protocols, no streams: at 0 ms a chunk is written to the other side from
-  data_received, the least Python per hop.
-- select() instead of epoll: epoll rounds its timeout up to whole milliseconds, which
-  alone would turn a 1 ms round trip into 2 ms; select() takes microseconds.
-- A wake-up on a shared (virtual) machine comes late, by more as the sleep gets longer
-  (tens to hundreds of microseconds). Each direction's timer is set early by a margin
-  that tracks the lateness observed, and the last stretch is spun, so a chunk never
-  leaves before its time and rarely much after.
-- One FIFO queue and at most one timer per direction: order is kept whatever the timer
-  heap does with equal deadlines.
-- TCP_NODELAY on both sides (asyncio sets it on TCP transports; set again explicitly).
+bytes exactly and in order. Design (measured with `python -m bench proxy`; figures in
+docs/benchmarks.md):
+- Blocking sockets and a thread per direction, no event loop: at 0 ms a chunk costs one
+  wake-up, a recv and a send, the least there is in Python per hop.
+- With a delay, each direction has a reader that reads as soon as bytes arrive and a
+  sender that waits until each chunk is due, so a chunk's delay never includes the time
+  the previous one waited. A chunk is due half a round trip after the kernel received it
+  (SO_TIMESTAMPNS), so the proxy's own wake-up latency is inside the delay, not added.
+- A wake-up on a shared (virtual) machine comes late. The sender sleeps until a margin
+  before the deadline, the margin tracking the lateness observed, and yields the last
+  stretch (timer slack 1 ns): a chunk never leaves early and rarely much late.
+- TCP_NODELAY on both sides; a bounded queue per direction is the back-pressure.
 
 `delay_proxy(host, port, rtt_ms)` starts one and yields its local (host, port);
 `proxied_url(url, rtt_ms)` yields the URL rewritten to go through one.
@@ -21,264 +21,218 @@ bytes exactly and in order. Design (measured with `python -m bench proxy`):
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import os
+import queue
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# select() cannot watch a descriptor number >= FD_SETSIZE (1024): refuse a connection
-# whose socket would be one rather than crash the loop.
-MAX_FD = 1000
-_EOF = b""  # queue marker: the source half-closed (write_eof on delivery)
-_CLOSE = None  # queue marker: the source is gone (close the destination on delivery)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)
+_CHUNK = 262144
+_QUEUED = 64  # chunks per direction before the reader stops reading (back-pressure)
+_EOF = b""  # queue marker: the source half-closed
+_RESET = None  # queue marker: the source was reset (queued bytes are dropped)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST, as the source did
 
 
 class _Clock:
     """How early to wake: a running estimate of how late wake-ups come (mean + 3 MAD)."""
 
     def __init__(self) -> None:
-        self.mean = 100e-6
-        self.dev = 50e-6
+        self.mean = 100_000
+        self.dev = 50_000
 
     @property
-    def margin(self) -> float:
-        return min(2e-3, self.mean + 3 * self.dev)
+    def margin(self) -> int:
+        return min(2_000_000, self.mean + 3 * self.dev)
 
-    def observe(self, late: float) -> None:
-        late = max(0.0, late)
-        self.dev += 0.05 * (abs(late - self.mean) - self.dev)
-        self.mean += 0.05 * (late - self.mean)
+    def observe(self, late: int) -> None:
+        late = max(0, late)
+        self.dev += (abs(late - self.mean) - self.dev) // 20
+        self.mean += (late - self.mean) // 20
 
-
-class _Link:
-    """One direction of one connection: chunks wait in arrival order until they are due."""
-
-    def __init__(self, session: _Session, delay: float) -> None:
-        self.session = session
-        self.loop = session.server.loop
-        self.clock = session.server.clock
-        self.delay = delay
-        self.dst: asyncio.Transport | None = None
-        self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.wake_at = 0.0
-        self.done = False  # the destination is closed or has had its EOF
-
-    def push(self, item: bytes | None) -> None:
-        if self.done:
-            return
-        if self.delay == 0.0 and not self.queue and self.dst is not None:
-            self._deliver(item)
-            return
-        self.queue.append((self.loop.time() + self.delay, item))
-        if self.timer is None and self.dst is not None:
-            self._arm()
-
-    def connected(self, dst: asyncio.Transport) -> None:
-        self.dst = dst
-        if self.queue and self.timer is None:
-            self._arm()
-
-    def drop(self) -> None:
-        self.done = True
-        self.queue.clear()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _arm(self) -> None:
-        self.wake_at = self.queue[0][0] - self.clock.margin
-        self.timer = self.loop.call_at(self.wake_at, self._fire)
-
-    def _fire(self) -> None:
-        self.timer = None
-        now = self.loop.time()
-        self.clock.observe(now - self.wake_at)
-        due = self.queue[0][0]
-        while now < due:  # the last stretch, spun: never deliver early
-            now = self.loop.time()
-        while self.queue and self.queue[0][0] <= now and not self.done:
-            self._deliver(self.queue.popleft()[1])
-        if self.queue and not self.done:
-            self._arm()
-
-    def _deliver(self, item: bytes | None) -> None:
-        dst = self.dst
-        assert dst is not None
-        if item is _CLOSE:
-            self.done = True
-            dst.close()  # sends what is buffered, then closes
-            self.session.check_done()
-        elif item == _EOF:
-            self.done = True
-            if dst.can_write_eof() and not dst.is_closing():
-                dst.write_eof()
-            self.session.check_done()
-        elif not dst.is_closing():
-            dst.write(item)
+    def wait_until(self, due: int) -> None:
+        """Return at due (time.time_ns()) or just after, never before."""
+        now = time.time_ns()
+        early = due - self.margin
+        if now < early:
+            time.sleep((early - now) / 1e9)
+            self.observe(time.time_ns() - early)
+        while time.time_ns() < due:
+            time.sleep(0)  # lets other threads take the GIL while this one waits
 
 
-class _Side(asyncio.Protocol):
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-        self.transport: asyncio.Transport | None = None
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self.session.outgoing(self).push(data)
-
-    def eof_received(self) -> bool:
-        self.session.outgoing(self).push(_EOF)
-        return True  # keep the other direction open (half-close)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.session.side_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        other = self.session.other(self).transport
-        if other is not None and not other.is_closing():
-            other.pause_reading()
-
-    def resume_writing(self) -> None:
-        other = self.session.other(self).transport
-        if other is not None and not other.is_closing():
-            other.resume_reading()
+def _arrival(ancdata: list[tuple[int, int, bytes]], now: int) -> int:
+    """When the kernel received the bytes (wall clock, ns); now if it did not say or the
+    clock stepped."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            stamp: int = sec * 1_000_000_000 + nsec
+            if now - 1_000_000_000 < stamp <= now:
+                return stamp
+    return now
 
 
 class _Session:
-    """A client connection and its upstream connection, with a link each way."""
+    """A client connection and its upstream connection, forwarded both ways."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, client: socket.socket) -> None:
         self.server = server
-        self.client = _Side(self)
-        self.upstream = _Side(self)
-        self.up = _Link(self, server.delay)  # client -> upstream
-        self.down = _Link(self, server.delay)  # upstream -> client
-        self.task: asyncio.Task[None] | None = None
+        self.client = client
+        self.upstream: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.running = 0
 
-    def other(self, side: _Side) -> _Side:
-        return self.upstream if side is self.client else self.client
+    def start(self) -> None:
+        self._spawn(self._connect)
 
-    def outgoing(self, side: _Side) -> _Link:
-        return self.up if side is self.client else self.down
+    def _spawn(self, target: Any, *args: Any) -> None:
+        with self.lock:
+            self.running += 1
+        threading.Thread(target=self._run, args=(target, *args), daemon=True).start()
 
-    def incoming(self, side: _Side) -> _Link:
-        return self.down if side is self.client else self.up
-
-    def client_made(self) -> None:
-        transport = self.client.transport
-        assert transport is not None
-        sock = transport.get_extra_info("socket")
-        if sock is None or sock.fileno() >= MAX_FD:
-            transport.abort()
-            return
-        self.server.sessions.add(self)
-        self.down.dst = transport
-        self.task = self.server.loop.create_task(self._connect())
-
-    async def _connect(self) -> None:
+    def _run(self, target: Any, *args: Any) -> None:
         try:
-            await self.server.loop.create_connection(
-                lambda: self.upstream, self.server.upstream[0], self.server.upstream[1])
+            target(*args)
+        finally:
+            with self.lock:
+                self.running -= 1
+                last = self.running == 0
+            if last:  # nothing can flow any more: release both sockets
+                self.client.close()
+                if self.upstream is not None:
+                    self.upstream.close()
+                self.server.sessions.discard(self)
+
+    def _connect(self) -> None:
+        try:
+            upstream = socket.create_connection(self.server.upstream)
         except OSError:
-            self.client_abort()
+            _reset(self.client)
             return
-        assert self.upstream.transport is not None
-        if self.client.lost:  # the client left while we connected
-            self.upstream.transport.close()
-            return
-        self.up.connected(self.upstream.transport)
+        _nodelay(upstream)
+        self.upstream = upstream
+        if self.server.stopping.is_set():
+            _wake(upstream)
+        self._spawn(self._forward, upstream, self.client)
+        self._forward(self.client, upstream)
 
-    def client_abort(self) -> None:
-        self.down.drop()
-        self.up.drop()
-        if self.client.transport is not None:
-            self.client.transport.abort()
+    def _forward(self, src: socket.socket, dst: socket.socket) -> None:
+        delay = self.server.delay
+        if delay:
+            chunks: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_QUEUED)
+            self._spawn(self._send_due, chunks, src, dst)
+            src.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        while True:
+            try:
+                data, ancdata, _, _ = src.recvmsg(_CHUNK, _CMSG_SPACE)
+            except OSError:  # reset: the other side is reset too, without delay
+                _reset(dst)
+                if delay:
+                    chunks.put((0, _RESET))
+                return
+            if not delay:
+                if not _send(data, src, dst):
+                    return
+            else:
+                chunks.put((_arrival(ancdata, time.time_ns()) + delay, data))
+            if not data:
+                return
 
-    def check_done(self) -> None:
-        # Nothing more can flow either way (both half-closed, or one side gone and its
-        # data delivered): close both; close() still sends what is buffered.
-        if self.up.done and self.down.done:
-            for side in (self.client, self.upstream):
-                if side.transport is not None:
-                    side.transport.close()
+    def _send_due(self, chunks: queue.Queue[tuple[int, bytes | None]], src: socket.socket,
+                  dst: socket.socket) -> None:
+        clock = self.server.clock
+        while True:
+            due, data = chunks.get()
+            if data is _RESET:
+                return
+            clock.wait_until(due)
+            if not _send(data, src, dst):
+                while data:  # drain to the reader's last put, so it never blocks on put()
+                    data = chunks.get()[1]
+                return
+            if not data:
+                return
 
-    def side_lost(self, side: _Side, exc: Exception | None) -> None:
-        self.incoming(side).drop()  # nothing more can be written to it
-        self.check_done()
-        other = self.other(side)
-        if exc is not None:  # reset or error: no point delivering the rest
-            self.outgoing(side).drop()
-            if other.transport is not None:
-                other.transport.abort()
-        else:  # closed after its data: deliver what is queued, then close the other side
-            self.outgoing(side).push(_CLOSE)
-            if other.transport is None and side is self.client and self.task is not None:
-                self.task.cancel()
-        if self.client.lost and (self.upstream.lost or self.upstream.transport is None):
-            self.server.sessions.discard(self)
+
+def _send(data: bytes, src: socket.socket, dst: socket.socket) -> bool:
+    """Forward data, or the EOF (b""); False when the destination is gone."""
+    try:
+        if data:
+            dst.sendall(data)
+        else:
+            dst.shutdown(socket.SHUT_WR)
+        return True
+    except OSError:
+        _reset(src)  # the destination went away: so does the source
+        return False
+
+
+def _nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Make the socket's close send RST, and wake whoever reads it (it then sees EOF)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    _wake(sock)
+
+
+def _wake(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
 
 
 class _Server:
-    def __init__(self, loop: asyncio.AbstractEventLoop, upstream: tuple[str, int],
-                 delay: float) -> None:
-        self.loop = loop
+    def __init__(self, upstream: tuple[str, int], delay_ns: int) -> None:
         self.upstream = upstream
-        self.delay = delay
+        self.delay = delay_ns
         self.clock = _Clock()
         self.sessions: set[_Session] = set()
+        self.stopping = threading.Event()
 
-    def protocol(self) -> _Side:
-        session = _Session(self)
-        side = session.client
-        made = side.connection_made
-
-        def connection_made(transport: asyncio.BaseTransport) -> None:
-            made(transport)
-            session.client_made()
-
-        side.connection_made = connection_made  # type: ignore[method-assign]
-        return side
-
-    def close_all(self) -> None:
+    def serve(self, host: str) -> None:
+        listener = socket.create_server((host, 0), backlog=1024)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)  # the wake-up fd does the work
+        with selectors.DefaultSelector() as sel:
+            sel.register(listener, selectors.EVENT_READ)
+            sel.register(wake_r, selectors.EVENT_READ)
+            # The parent holds our stdin: its end closing (the parent died) stops us too.
+            sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
+            print(f"listening {host} {listener.getsockname()[1]}", flush=True)
+            while True:
+                ready = [key.fileobj for key, _ in sel.select()]
+                if listener not in ready:
+                    break
+                with contextlib.suppress(OSError):
+                    client, _ = listener.accept()
+                    _nodelay(client)
+                    session = _Session(self, client)
+                    self.sessions.add(session)
+                    session.start()
+        listener.close()
+        self.stopping.set()
         for session in list(self.sessions):
-            for side in (session.client, session.upstream):
-                if side.transport is not None:
-                    side.transport.abort()
-
-
-async def _serve(upstream: tuple[str, int], rtt_ms: float, host: str) -> None:
-    loop = asyncio.get_running_loop()
-    server = _Server(loop, upstream, rtt_ms / 2000.0)
-    listener = await loop.create_server(server.protocol, host, 0, backlog=1024)
-    port = listener.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # The parent holds our stdin: its end closing (the parent died) stops us too.
-    loop.add_reader(sys.stdin.fileno(), stop.set)
-    print(f"listening {host} {port}", flush=True)
-    await stop.wait()
-    listener.close()
-    server.close_all()
-    await listener.wait_closed()
+            for sock in (session.client, session.upstream):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
 
 def main(argv: list[str]) -> None:
@@ -287,12 +241,11 @@ def main(argv: list[str]) -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
-    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
-    try:
-        loop.run_until_complete(_serve((upstream_host, int(upstream_port)),
-                                       float(rtt_ms), host))
-    finally:
-        loop.close()
+    threading.stack_size(512 * 1024)  # thousands of threads fit; recv buffers are on the heap
+    server = _Server((upstream_host, int(upstream_port)), round(float(rtt_ms) * 500_000))
+    server.serve(host)
+    sys.stdout.flush()
+    os._exit(0)  # daemon threads may sit in recv on sockets just shut down
 
 
 def _repo_root() -> Path:

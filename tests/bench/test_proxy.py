@@ -234,3 +234,35 @@ def test_psycopg_works_through_it(storekit_postgres_url: str, rtt_ms: float) -> 
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO t VALUES (%s)", [(i,) for i in range(500)])
         assert conn.execute("SELECT sum(x) FROM t").fetchone() == (sum(range(500)),)
+
+
+def test_chunks_in_flight_are_pipelined_not_queued_behind_each_other(
+        upstream: Upstream) -> None:
+    # 40 chunks sent 5 ms apart through a 200 ms round trip: in flight together, they come
+    # back in about 0.4 s; a proxy that delayed each after the previous one took 8 s.
+    n, gap, rtt_ms = 40, 0.005, 200
+    with delay_proxy("127.0.0.1", upstream.port, rtt_ms) as address, \
+            socket.create_connection(address, timeout=HANG) as sock:
+        start = time.monotonic()
+        for i in range(n):
+            sock.sendall(bytes([i]) * 10)
+            time.sleep(gap)
+        received = b""
+        while len(received) < 10 * n:
+            received += sock.recv(4096)
+        elapsed = time.monotonic() - start
+    assert received == b"".join(bytes([i]) * 10 for i in range(n))
+    assert elapsed >= rtt_ms / 1000.0
+    assert elapsed < n * rtt_ms / 1000.0 / 2  # half the serial time: no load makes it that slow
+
+
+def test_hundreds_of_connections_at_once(upstream: Upstream) -> None:
+    with delay_proxy("127.0.0.1", upstream.port, 1) as address:
+        socks = [socket.create_connection(address, timeout=HANG) for _ in range(300)]
+        for i, s in enumerate(socks):
+            s.sendall(i.to_bytes(2, "big"))
+        for i, s in enumerate(socks):
+            assert s.recv(2) == i.to_bytes(2, "big")
+        for s in socks:
+            s.close()
+        _wait_for(lambda: upstream.closed == 300, "the upstream connections to close")
