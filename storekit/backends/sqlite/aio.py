@@ -346,8 +346,9 @@ class AsyncSqliteBackend:
         sync = self._sync
         try:
             lease = sync._lease if sync._lease_tried else sync._open_lease()
-            # With a deadline of now, acquire() only takes a turn the process holds.
-            if lease is not None and not lease.acquire(time.monotonic()):
+            # On the loop, only a turn the process holds: asking would wake the lease's
+            # thread for nothing (the thread below asks).
+            if lease is not None and not lease.acquire(0.0, ask=False):
                 ok = await self._holding(lease.acquire, started + self._timeout, leased=None)
                 if not ok:
                     raise BusyError(f"waited {self._timeout:g} s for the write lock on "

@@ -253,9 +253,10 @@ class WriteLease:
             self._queue.close()
             raise
 
-    def acquire(self, deadline: float) -> bool:
+    def acquire(self, deadline: float, *, ask: bool = True) -> bool:
         """True once this process may write: it holds the turn, or (with stall_s) the
-        queue has stalled; False if time.monotonic() reached deadline first."""
+        queue has stalled; False if time.monotonic() reached deadline first. With
+        ask=False, only a turn the process holds: False at once, without queueing."""
         wake = give_up = None
         try:
             with self._mutex:
@@ -266,6 +267,8 @@ class WriteLease:
                     self._end_turn()  # slice over and others queue: to the back of the line
                 elif self._stalled:
                     return True
+                if not ask:
+                    return False
                 asked = _thread.allocate_lock()
                 asked.acquire()
                 # The background thread marks the turn in use for this caller when it
