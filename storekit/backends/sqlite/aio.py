@@ -15,7 +15,9 @@ statements run on the loop, and only what may wait or run long leaves it:
   turn is held, as the sync backend runs them in the committer's thread.
 - A write inside an explicit transaction cannot be interrupted (SQLite rolls back the
   whole transaction), so it runs on the loop; a statement that once took longer than
-  the budget runs in a thread from then on. Scripts and run_many always run in a thread.
+  the budget runs in a thread from then on, as does run_many of more than
+  MANY_ON_LOOP_ROWS rows (a few rows cost less than the hop to a thread). Scripts always run
+  in a thread.
 - Nor can a write transaction's COMMIT (FTS5 flushes its pending index there, a long
   write): it runs on the loop uninterrupted after a small transaction, and in the
   writer's thread after one that ran anything off the loop or changed many rows.
@@ -61,6 +63,7 @@ BATCH = 1000  # iter(): rows per fetch
 SLOW_STRIKES = 2
 # A write transaction that changed more rows than this commits in the writer's thread.
 COMMIT_ON_LOOP_ROWS = 256
+MANY_ON_LOOP_ROWS = 16  # run_many in a write transaction: up to this many rows on the loop
 _INF = float("inf")
 _RERUN = (5, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
@@ -156,6 +159,10 @@ class AsyncSqliteHandle:
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
+        if self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS:
+            # Not interruptible, as run() in a write transaction; one that ran long moves
+            # to the thread next time (_stmt).
+            return await self._b._stmt(self.c, self.c.handle.run_many, False, sql, rows)
         return await self._b._off_loop(self.c, self.c.handle.run_many, sql, rows)
 
     async def exec(self, script: str) -> None:
@@ -339,8 +346,9 @@ class AsyncSqliteBackend:
         sync = self._sync
         try:
             lease = sync._lease if sync._lease_tried else sync._open_lease()
-            # With a deadline of now, acquire() only takes a turn the process holds.
-            if lease is not None and not lease.acquire(time.monotonic()):
+            # On the loop, only a turn the process holds: asking would wake the lease's
+            # thread for nothing (the thread below asks).
+            if lease is not None and not lease.acquire(0.0, ask=False):
                 ok = await self._holding(lease.acquire, started + self._timeout, leased=None)
                 if not ok:
                     raise BusyError(f"waited {self._timeout:g} s for the write lock on "

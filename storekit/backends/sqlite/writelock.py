@@ -195,6 +195,10 @@ class TicketQueue:
 
 ROUND_S = 0.032  # target time for every queued process to have had one turn
 MAX_SLICE_S = 0.016
+# A turn nobody in the process has used for this long goes to the next process in the queue,
+# slice or not: writers that commit back to back keep it, a process whose agents wait (on a
+# model, a tool, a sleep) does not make every other process wait with them.
+IDLE_S = 0.0005
 # A writer whose turn has not come within this long writes under SQLite's lock alone
 # (WriteLease): well above a healthy queue's wait (a round takes about ROUND_S).
 STALL_S = 0.5
@@ -241,6 +245,7 @@ class WriteLease:
         self._closed = False
         self._stalled = False  # writers gave up on the queue until this process's next turn
         self._slice_end = 0.0
+        self._idle_from = 0.0  # when the last writer gave the turn back
         self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
         try:
             self._thread.start()
@@ -248,9 +253,10 @@ class WriteLease:
             self._queue.close()
             raise
 
-    def acquire(self, deadline: float) -> bool:
+    def acquire(self, deadline: float, *, ask: bool = True) -> bool:
         """True once this process may write: it holds the turn, or (with stall_s) the
-        queue has stalled; False if time.monotonic() reached deadline first."""
+        queue has stalled; False if time.monotonic() reached deadline first. With
+        ask=False, only a turn the process holds: False at once, without queueing."""
         wake = give_up = None
         try:
             with self._mutex:
@@ -261,6 +267,8 @@ class WriteLease:
                     self._end_turn()  # slice over and others queue: to the back of the line
                 elif self._stalled:
                     return True
+                if not ask:
+                    return False
                 asked = _thread.allocate_lock()
                 asked.acquire()
                 # The background thread marks the turn in use for this caller when it
@@ -302,8 +310,8 @@ class WriteLease:
         if not self._held:
             return
         with self._mutex:
-            if self._held and (hand_over or (_monotonic() >= self._slice_end
-                                             and not self._extend())):
+            now = self._idle_from = _monotonic()
+            if self._held and (hand_over or (now >= self._slice_end and not self._extend())):
                 self._end_turn()
 
     def others_waiting(self) -> bool:
@@ -359,16 +367,21 @@ class WriteLease:
                     else:
                         self._wanted = False
                         self._slice_end = 0.0
-                # Watch for a turn left idle: writers end busy turns themselves.
+                # Watch for a turn left idle: writers end busy turns themselves. Looked at
+                # every IDLE_S, as a writer gives the turn back without waking this thread.
                 while self._held:
                     with self._mutex:
-                        left = self._slice_end - _monotonic()
-                        if self._held and (self._closed or (
-                                left <= 0 and not self._in_use
-                                and (not self._used or not self._extend()))):
+                        now = _monotonic()
+                        left = self._slice_end - now
+                        # Unused: look again when it has been idle IDLE_S, not later.
+                        wait = IDLE_S if self._in_use else IDLE_S - (now - self._idle_from)
+                        if self._held and (self._closed or (not self._in_use and (
+                                (left <= 0 and (not self._used or not self._extend()))
+                                or (wait <= 0 and self._queue.others_waiting())))):
                             self._end_turn()
                             continue
-                    self._wait_kick(left if left > 0 else self._slice)
+                    pause = wait if wait > 0 else IDLE_S
+                    self._wait_kick(min(left, pause) if left > 0 else pause)
         except BaseException:
             # The queue failed (an OSError from the kernel): writers go on under SQLite's
             # lock alone rather than wait for a turn that will never come.
