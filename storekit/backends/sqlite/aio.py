@@ -16,7 +16,8 @@ statements run on the loop, and only what may wait or run long leaves it:
 - A write inside an explicit transaction cannot be interrupted (SQLite rolls back the
   whole transaction), so it runs on the loop; a statement that once took longer than
   the budget runs in a thread from then on, as does run_many of more than
-  MANY_ON_LOOP_ROWS rows (a few rows cost less than the hop to a thread). Scripts always run
+  MANY_ON_LOOP_ROWS rows or MANY_ON_LOOP_BYTES of text and blobs (a few small rows cost
+  less than the hop to a thread). Scripts always run
   in a thread.
 - Nor can a write transaction's COMMIT (FTS5 flushes its pending index there, a long
   write): it runs on the loop uninterrupted after a small transaction, and in the
@@ -64,6 +65,9 @@ SLOW_STRIKES = 2
 # A write transaction that changed more rows than this commits in the writer's thread.
 COMMIT_ON_LOOP_ROWS = 256
 MANY_ON_LOOP_ROWS = 16  # run_many in a write transaction: up to this many rows on the loop
+# ... and up to this many bytes of text and blobs: copying megabytes into the file would
+# hold the loop for many milliseconds, the first time as much as later.
+MANY_ON_LOOP_BYTES = 64 * 1024
 _INF = float("inf")
 _RERUN = (5, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
@@ -83,6 +87,17 @@ class _Conn:
         now = time.monotonic
         handle.conn.set_progress_handler(lambda: now() > self.budget_end, PROGRESS_OPS)
         handle.conn.execute("PRAGMA busy_timeout=0")  # waits happen in threads
+
+
+def _small(rows: list[Any]) -> bool:
+    """The rows' text and blobs add up to at most MANY_ON_LOOP_BYTES."""
+    size = 0
+    for row in rows:
+        for v in (row.values() if isinstance(row, Mapping) else
+                  (row,) if isinstance(row, (str, bytes)) else row):
+            if isinstance(v, (str, bytes, bytearray, memoryview)):
+                size += len(v)
+    return size <= MANY_ON_LOOP_BYTES
 
 
 def _rerun(exc: StoreError) -> bool:
@@ -159,7 +174,7 @@ class AsyncSqliteHandle:
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
-        if self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS:
+        if self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS and _small(rows):
             # Not interruptible, as run() in a write transaction; one that ran long moves
             # to the thread next time (_stmt).
             return await self._b._stmt(self.c, self.c.handle.run_many, False, sql, rows)
