@@ -341,6 +341,50 @@ def test_a_child_forked_from_an_idle_holder_gets_the_turn(
         assert [r["x"] for r in db.all("SELECT x FROM t ORDER BY rowid")] == [1, 2, 3]
 
 
+def wakeups(thread: threading.Thread) -> int:
+    """How often the kernel has put this thread to sleep and woken it (Linux)."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc")
+@pytest.mark.parametrize("in_use", [False, True])
+def test_the_lease_thread_does_not_poll_a_turn_nobody_queues_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_use: bool) -> None:
+    """Held with nobody queued, in use (a long transaction) or idle: the thread looks
+    less and less often (it had woken every IDLE_S, 2,000 times a second). Someone
+    queuing still gets an idle turn (the test above and test_langgraph_sqlite_speed)."""
+    monkeypatch.setattr(writelock, "MAX_SLICE_S", HOUR_S)
+    monkeypatch.setattr(writelock, "ROUND_S", HOUR_S)
+    sidecar = str(tmp_path / "x-storekit.lock")
+    lease = WriteLease(sidecar, HOUR_S)
+    try:
+        assert lease.acquire(time.monotonic() + BOUND_S) is True
+        if not in_use:
+            lease.release()
+        start = wakeups(lease._thread)
+        time.sleep(1.0)  # 2,000 periods of IDLE_S
+        woke = wakeups(lease._thread) - start
+        assert woke < 50, f"{woke} wake-ups in a second with nothing to do"
+        # And the turn still goes as it should once someone queues.
+        other = WriteLease(sidecar, HOUR_S)
+        try:
+            asker = Asker(other)
+            time.sleep(QUIET_S)
+            if in_use:
+                assert asker.got == []
+                lease.release()
+            assert asker.result() is True
+            other.release(hand_over=True)
+        finally:
+            other.close()
+    finally:
+        lease.close()
+
+
 @pytest.mark.anyio
 async def test_a_failing_row_midway_leaves_nothing_on_the_loop(db_path: Path) -> None:
     """Row 10 of 16 violates a constraint: none of the 16 stay, the transaction goes on."""

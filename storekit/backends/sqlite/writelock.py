@@ -246,6 +246,7 @@ class WriteLease:
         self._stalled = False  # writers gave up on the queue until this process's next turn
         self._slice_end = 0.0
         self._idle_from = 0.0  # when the last writer gave the turn back
+        self._nap = False  # the thread sleeps until a writer gives the turn back (release)
         self._thread = threading.Thread(target=self._run, daemon=True, name="storekit-lease")
         try:
             self._thread.start()
@@ -307,6 +308,8 @@ class WriteLease:
         self._in_use = False
         self._granted = self._grant = None
         self._wanted = False
+        if self._nap:  # no call since in_use: the thread sees it, or is woken here
+            self._kick.put(None)
         if not self._held:
             return
         with self._mutex:
@@ -367,21 +370,7 @@ class WriteLease:
                     else:
                         self._wanted = False
                         self._slice_end = 0.0
-                # Watch for a turn left idle: writers end busy turns themselves. Looked at
-                # every IDLE_S, as a writer gives the turn back without waking this thread.
-                while self._held:
-                    with self._mutex:
-                        now = _monotonic()
-                        left = self._slice_end - now
-                        # Unused: look again when it has been idle IDLE_S, not later.
-                        wait = IDLE_S if self._in_use else IDLE_S - (now - self._idle_from)
-                        if self._held and (self._closed or (not self._in_use and (
-                                (left <= 0 and (not self._used or not self._extend()))
-                                or (wait <= 0 and self._queue.others_waiting())))):
-                            self._end_turn()
-                            continue
-                    pause = wait if wait > 0 else IDLE_S
-                    self._wait_kick(min(left, pause) if left > 0 else pause)
+                self._watch()
         except BaseException:
             # The queue failed (an OSError from the kernel): writers go on under SQLite's
             # lock alone rather than wait for a turn that will never come.
@@ -395,6 +384,41 @@ class WriteLease:
         finally:
             # The descriptor is closed here, never under a thread blocked in wait_turn.
             self._queue.close()
+
+    def _watch(self) -> None:
+        """Watch the held turn for a time it is left idle: writers end busy turns
+        themselves, and give the turn back without waking this thread, which looks again
+        IDLE_S after a release. A turn in use since the last look (no release between)
+        has nothing to look at until it is given back: the thread sleeps and release()
+        wakes it. An idle turn nobody queues for is looked at less and less often: a
+        newcomer waits at most half as long as the turn had been idle, at most a slice."""
+        seen: float | None = None  # _idle_from when the turn was last seen in use
+        while self._held:
+            nap = False
+            with self._mutex:
+                now = _monotonic()
+                left = self._slice_end - now
+                idle = now - self._idle_from
+                if self._held and (self._closed or (not self._in_use and (
+                        (left <= 0 and (not self._used or not self._extend()))
+                        or (idle >= IDLE_S and self._queue.others_waiting())))):
+                    self._end_turn()
+                    continue
+                if self._in_use:
+                    nap = self._nap = seen == self._idle_from
+                    seen, pause = self._idle_from, IDLE_S
+                else:
+                    seen = None
+                    pause = (IDLE_S - idle if idle < IDLE_S
+                             else min(max(IDLE_S, idle / 2), max(self._slice, IDLE_S)))
+            if nap:
+                # _nap set before in_use is read again, release() clears in_use before it
+                # reads _nap: either this sees the turn given back or release() wakes it.
+                if self._in_use:
+                    self._wait_kick(None)
+                self._nap = False
+            else:
+                self._wait_kick(min(left, pause) if left > 0 else pause)
 
     def close(self) -> None:
         self._closed = True
