@@ -179,3 +179,15 @@ async def test_postgres_a_thousand_tasks_on_a_small_pool_lose_nothing(
             await asyncio.wait_for(asyncio.gather(*(agent(i) for i in range(1000))), 300)
             assert await db.get("SELECT count(*) AS c, min(n) AS lo, max(n) AS hi"
                                 " FROM counters") == {"c": 1000, "lo": 2, "hi": 2}
+
+
+async def test_postgres_pool_defaults_to_a_few_connections_for_one_event_loop(
+        storekit_postgres_url: str) -> None:
+    async with await aio.create_database(storekit_postgres_url) as db:
+        assert db.settings["pool_max_size"] == aio.POOL_MAX_SIZE == 4
+    async with await aio.create_database(storekit_postgres_url, busy_timeout_ms=100) as db:
+        assert db.settings["pool_max_size"] == 4
+        assert db.settings["lock_timeout"] == "100ms"
+    pool = storekit.PoolOptions(max_size=12)
+    async with await aio.create_database(storekit_postgres_url, pool=pool) as db:
+        assert db.settings["pool_max_size"] == 12  # an explicit pool is taken as given
