@@ -67,12 +67,6 @@ ASYNC_BACKENDS = {
     "postgres": "storekit.backends.postgres.aio:AsyncPostgresBackend",
 }
 
-# The PostgreSQL pool when create_database is given none (PoolOptions' own default is 10).
-# One event loop keeps few connections busy: more only lengthen each loop iteration (the
-# answers that arrived together are all handled in it) and, under SERIALIZABLE, add
-# conflicts and retries. Measured and explained in docs/async.md.
-POOL_MAX_SIZE = 4
-
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -552,8 +546,6 @@ async def create_database(
     DATABASE_URL, else the SQLite file ./storekit.db (storekit.create_database's rules)."""
     level = isolation_level(isolation) or "serializable"
     parsed = resolve_url(url)
-    if pool is None and parsed.backend == "postgres":
-        pool = PoolOptions(max_size=POOL_MAX_SIZE)
     backend_cls = _load_backend(parsed.backend)
     options = backend_cls.options_from(pool=pool, sqlite=sqlite,
                                        busy_timeout_ms=busy_timeout_ms)

@@ -17,6 +17,7 @@ import pytest
 import storekit
 from storekit import aio
 from storekit.aio_gate import Gate
+from storekit.backends.postgres.aio import POOL_MAX_SIZE
 
 pytestmark = pytest.mark.anyio
 
@@ -184,7 +185,7 @@ async def test_postgres_a_thousand_tasks_on_a_small_pool_lose_nothing(
 async def test_postgres_pool_defaults_to_a_few_connections_for_one_event_loop(
         storekit_postgres_url: str) -> None:
     async with await aio.create_database(storekit_postgres_url) as db:
-        assert db.settings["pool_max_size"] == aio.POOL_MAX_SIZE == 4
+        assert db.settings["pool_max_size"] == POOL_MAX_SIZE == 4
     async with await aio.create_database(storekit_postgres_url, busy_timeout_ms=100) as db:
         assert db.settings["pool_max_size"] == 4
         assert db.settings["lock_timeout"] == "100ms"

@@ -212,10 +212,24 @@ class AsyncPgHandle:
             raise
 
 
+# The pool when create_database is given none (PoolOptions' own default is 10). One event
+# loop keeps few connections busy: more only lengthen each loop iteration (the answers
+# that arrived together are all handled in it) and, under SERIALIZABLE, add conflicts
+# and retries. Measured and explained in docs/async.md.
+POOL_MAX_SIZE = 4
+
+
 class AsyncPostgresBackend:
     name = "postgres"
     _commit = "COMMIT"  # a pooled backend resets session settings first (pooler.py)
-    options_from = staticmethod(PostgresBackend.options_from)
+
+    @staticmethod
+    def options_from(*, pool: PoolOptions | None, sqlite: Any,
+                     busy_timeout_ms: int | None) -> PoolOptions | None:
+        """The sync backend's rules, with a pool of POOL_MAX_SIZE when none is given."""
+        return PostgresBackend.options_from(
+            pool=pool or PoolOptions(max_size=POOL_MAX_SIZE), sqlite=sqlite,
+            busy_timeout_ms=busy_timeout_ms)
 
     @classmethod
     async def open(cls, url: DatabaseURL, pool: PoolOptions | None) -> AsyncPostgresBackend:
