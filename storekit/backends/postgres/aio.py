@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 
+from storekit.aio_gate import Gate
 from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
 from storekit.backends.postgres.backend import (
     _BEGIN,
@@ -210,10 +212,24 @@ class AsyncPgHandle:
             raise
 
 
+# The pool when create_database is given none (PoolOptions' own default is 10). One event
+# loop keeps few connections busy: more only lengthen each loop iteration (the answers
+# that arrived together are all handled in it) and, under SERIALIZABLE, add conflicts
+# and retries. Measured and explained in docs/async.md.
+POOL_MAX_SIZE = 4
+
+
 class AsyncPostgresBackend:
     name = "postgres"
     _commit = "COMMIT"  # a pooled backend resets session settings first (pooler.py)
-    options_from = staticmethod(PostgresBackend.options_from)
+
+    @staticmethod
+    def options_from(*, pool: PoolOptions | None, sqlite: Any,
+                     busy_timeout_ms: int | None) -> PoolOptions | None:
+        """The sync backend's rules, with a pool of POOL_MAX_SIZE when none is given."""
+        return PostgresBackend.options_from(
+            pool=pool or PoolOptions(max_size=POOL_MAX_SIZE), sqlite=sqlite,
+            busy_timeout_ms=busy_timeout_ms)
 
     @classmethod
     async def open(cls, url: DatabaseURL, pool: PoolOptions | None) -> AsyncPostgresBackend:
@@ -244,6 +260,9 @@ class AsyncPostgresBackend:
         self._discarding: set[asyncio.Task[None]] = set()
         self._server_settings: dict[str, Any] = {}
         self._probe: asyncio.Future[bool] | None = None  # _reachable's, while one runs
+        self._probe_ok, self._probed_at = True, float("-inf")  # the last probe's answer
+        # Tasks queue here for a pooled connection (storekit/aio_gate.py).
+        self._gate = Gate(self.pool_options.max_size, self.pool_options.timeout)
 
     async def _start(self) -> None:
         o = self.pool_options
@@ -286,38 +305,63 @@ class AsyncPostgresBackend:
 
     async def _reachable(self) -> bool:
         """Whether the server accepts a connection. The tasks waiting meanwhile share one
-        probe: a probe each would open hundreds of connections at once when many tasks
-        wait for a busy pool (too many clients). Shielded: a cancelled waiter leaves it."""
+        probe, and a probe as recent as a second gives its answer (as the sync backend):
+        a probe each would open hundreds of connections at once when many tasks wait for
+        a busy pool (too many clients). Shielded: a cancelled waiter leaves it."""
         if self._probe is None or self._probe.done():
+            if self._probed_at >= time.monotonic() - 1.0:
+                return self._probe_ok
             self._probe = asyncio.ensure_future(self._probe_server())
         return await asyncio.shield(self._probe)
 
     async def _probe_server(self) -> bool:
+        started = time.monotonic()
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, **self._probe_kwargs)
         except psycopg.Error:
-            return False
-        await conn.close()
-        return True
+            ok = False
+        else:
+            await conn.close()
+            ok = True
+        self._probe_ok, self._probed_at = ok, started
+        return ok
 
     async def _getconn(self) -> AConn:
         """As the sync backend: a down server raises DatabaseUnavailable within a second,
-        a busy pool PoolTimeout after the configured timeout."""
+        a busy pool PoolTimeout after the configured timeout. Tasks queue in arrival order
+        at a Gate of max_size places (storekit/aio_gate.py) rather than in the pool, so a
+        long wait for a busy pool is neither given up each second nor probed."""
         timeout = self.pool_options.timeout
-        first = min(1.0, timeout)
+        gate = self._gate
+        if not gate.try_acquire():
+            arrived = time.monotonic()
+            if not await gate.acquire():
+                raise self._pool_timeout()
+            if not self._probe_ok and self._probed_at >= arrived - 1.0:
+                gate.release()  # a probe made while this task waited found the server down
+                raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
+            timeout = max(0.001, timeout - (time.monotonic() - arrived))
         try:
-            return await self._pool.getconn(timeout=first)
-        except psycopg_pool.PoolTimeout:
-            pass
-        if not await self._reachable():
-            raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
-        try:
-            return await self._pool.getconn(timeout=max(0.001, timeout - first))
-        except psycopg_pool.PoolTimeout as exc:
-            raise PoolTimeout(
-                f"no PostgreSQL connection free within {timeout:g} s "
-                f"(max_size={self.pool_options.max_size}) at {self.url}") from exc
+            first = min(1.0, timeout)
+            try:
+                return await self._pool.getconn(timeout=first)
+            except psycopg_pool.PoolTimeout:
+                pass
+            if not await self._reachable():
+                raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
+            try:
+                return await self._pool.getconn(timeout=max(0.001, timeout - first))
+            except psycopg_pool.PoolTimeout as exc:
+                raise self._pool_timeout() from exc
+        except BaseException:
+            gate.release()
+            raise
+
+    def _pool_timeout(self) -> PoolTimeout:
+        return PoolTimeout(f"no PostgreSQL connection free within "
+                           f"{self.pool_options.timeout:g} s "
+                           f"(max_size={self.pool_options.max_size}) at {self.url}")
 
     async def _putconn(self, conn: AConn) -> None:
         """Reset the session if it may have changed (conn.dirty, or a transaction left
@@ -341,6 +385,8 @@ class AsyncPostgresBackend:
             self._discarding.add(task)
             task.add_done_callback(self._discarding.discard)
             raise
+        finally:
+            self._gate.release()  # the next task's connection is in the pool, or being made
 
     async def _autocommit(self, sql: str, params: Params, how: str) -> Any:
         conn = await self._getconn()

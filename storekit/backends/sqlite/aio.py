@@ -9,7 +9,7 @@ statements run on the loop, and only what may wait or run long leaves it:
 - SQLite's busy handler would sleep on the loop, so these connections have busy_timeout
   0; a statement that meets SQLITE_BUSY (BEGIN IMMEDIATE behind another program's writer,
   a WAL recovery) runs again in a thread with the configured timeout.
-- Tasks queue for the write connection in arrival order (_Fifo, an asyncio FIFO). The
+- Tasks queue for the write connection in arrival order (storekit/aio_gate.py). The
   process's cross-process turn (writelock.WriteLease) is taken on the loop when the
   process holds it, else awaited from a thread; checkpoints run in a thread while the
   turn is held, as the sync backend runs them in the committer's thread.
@@ -36,11 +36,11 @@ import functools
 import re
 import sqlite3
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from storekit.aio_gate import Gate
 from storekit.backends.base import Row, RunResult, SqliteOptions
 from storekit.backends.sqlite.backend import SqliteBackend, SqliteHandle
 from storekit.backends.sqlite.converters import convert
@@ -102,51 +102,6 @@ def _small(rows: list[Any]) -> bool:
 
 def _rerun(exc: StoreError) -> bool:
     return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF in _RERUN
-
-
-class _Fifo:
-    """The write connection, handed to waiting tasks in arrival order (no polling).
-
-    Cancellation-safe: a cancelled waiter leaves the queue, or passes the lock on if it
-    was handed over just as it was cancelled."""
-
-    def __init__(self) -> None:
-        self._locked = False
-        self._waiters: deque[asyncio.Future[bool]] = deque()
-
-    def try_acquire(self) -> bool:
-        if self._locked:
-            return False
-        self._locked = True
-        return True
-
-    async def acquire(self, timeout: float) -> bool:
-        if self.try_acquire():
-            return True
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(fut)
-        timer = loop.call_later(timeout, self._expire, fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.result():
-                self.release()  # handed over as the cancellation came: pass it on
-            raise
-        finally:
-            timer.cancel()
-
-    def _expire(self, fut: asyncio.Future[bool]) -> None:
-        if not fut.done():
-            fut.set_result(False)
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():  # skip the cancelled and the timed out
-                fut.set_result(True)
-                return
-        self._locked = False
 
 
 class AsyncSqliteHandle:
@@ -216,7 +171,7 @@ class AsyncSqliteBackend:
         self._timeout = o.busy_timeout_ms / 1000
         self._w = _Conn(sync._writer)
         self._idle: list[_Conn] = []
-        self._queue = _Fifo()
+        self._queue = Gate(1, self._timeout)
         # One thread for what runs while the write lock is held (they are serialised
         # anyway), a few for reads that ran past the budget and outside checkpoints.
         self._wpool = ThreadPoolExecutor(1, thread_name_prefix="storekit-aio-writer")
@@ -356,7 +311,7 @@ class AsyncSqliteBackend:
     # The write lock: this process's tasks in arrival order, then the cross-process turn.
     async def _acquire_writer(self) -> None:
         started = time.monotonic()
-        if not self._queue.try_acquire() and not await self._queue.acquire(self._timeout):
+        if not self._queue.try_acquire() and not await self._queue.acquire():
             raise BusyError(f"waited {self._timeout:g} s for the write lock on {self.where}")
         sync = self._sync
         try:
@@ -424,7 +379,7 @@ class AsyncSqliteBackend:
         self._let_go()
 
     async def _hold_memory(self) -> None:
-        if not self._queue.try_acquire() and not await self._queue.acquire(self._timeout):
+        if not self._queue.try_acquire() and not await self._queue.acquire():
             raise BusyError(f"waited {self._timeout:g} s for the {self.where}"
                             " (another task's transaction holds it)")
 
