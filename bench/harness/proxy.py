@@ -22,6 +22,7 @@ docs/benchmarks.md):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import selectors
@@ -119,7 +120,7 @@ class _Session:
         try:
             upstream = socket.create_connection(self.server.upstream)
         except OSError:
-            _reset(self.client)
+            _abort(self.client)
             return
         _nodelay(upstream)
         self.upstream = upstream
@@ -137,13 +138,16 @@ class _Session:
         while True:
             try:
                 data, ancdata, _, _ = src.recvmsg(_CHUNK, _CMSG_SPACE)
-            except OSError:  # reset: the other side is reset too, without delay
-                _reset(dst)
+            except OSError:  # src was reset: so is dst, when the RST would reach it
+                if delay:
+                    self.server.clock.wait_until(time.time_ns() + delay)
+                _abort(dst)  # also wakes our sender should it be stuck sending to dst
                 if delay:
                     chunks.put((0, _RESET))
                 return
             if not delay:
-                if not _send(data, src, dst):
+                if not _send(data, dst):
+                    _abort(src)  # dst is gone: so is src
                     return
             else:
                 chunks.put((_arrival(ancdata, time.time_ns()) + delay, data))
@@ -158,15 +162,19 @@ class _Session:
             if data is _RESET:
                 return
             clock.wait_until(due)
-            if not _send(data, src, dst):
-                while data:  # drain to the reader's last put, so it never blocks on put()
+            if not _send(data, dst):
+                # dst is gone: src learns it when dst's RST would reach it. The reader then
+                # fails, and its last put ends the drain (so it never blocks on put()).
+                clock.wait_until(time.time_ns() + self.server.delay)
+                _abort(src)
+                while data:
                     data = chunks.get()[1]
                 return
             if not data:
                 return
 
 
-def _send(data: bytes, src: socket.socket, dst: socket.socket) -> bool:
+def _send(data: bytes, dst: socket.socket) -> bool:
     """Forward data, or the EOF (b""); False when the destination is gone."""
     try:
         if data:
@@ -175,7 +183,6 @@ def _send(data: bytes, src: socket.socket, dst: socket.socket) -> bool:
             dst.shutdown(socket.SHUT_WR)
         return True
     except OSError:
-        _reset(src)  # the destination went away: so does the source
         return False
 
 
@@ -183,11 +190,20 @@ def _nodelay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _reset(sock: socket.socket) -> None:
-    """Make the socket's close send RST, and wake whoever reads it (it then sees EOF)."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_UNSPEC = bytes(16)  # a sockaddr of family AF_UNSPEC
+
+
+def _abort(sock: socket.socket) -> None:
+    """Reset the connection now: the peer gets RST, and threads blocked reading or writing
+    sock wake with an error (connect() to AF_UNSPEC; the fd stays open until the session
+    closes it, so no thread can meet it reused). Where that fails, shut it both ways and
+    let close() send the RST."""
+    if _LIBC.connect(sock.fileno(), _UNSPEC, len(_UNSPEC)) == 0:
+        return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    _wake(sock)
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _wake(sock: socket.socket) -> None:
@@ -237,10 +253,8 @@ class _Server:
 
 def main(argv: list[str]) -> None:
     upstream_host, upstream_port, rtt_ms, host = argv
-    with contextlib.suppress(OSError):  # timer slack 1 ns: wake-ups as precise as can be
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
+    with contextlib.suppress(AttributeError):  # PR_SET_TIMERSLACK 1 ns: precise wake-ups
+        _LIBC.prctl(29, 1, 0, 0, 0)
     threading.stack_size(512 * 1024)  # thousands of threads fit; recv buffers are on the heap
     server = _Server((upstream_host, int(upstream_port)), round(float(rtt_ms) * 500_000))
     server.serve(host)
