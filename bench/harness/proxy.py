@@ -9,7 +9,9 @@ docs/benchmarks.md):
 - With a delay, each direction has a reader that reads as soon as bytes arrive and a
   sender that waits until each chunk is due, so a chunk's delay never includes the time
   the previous one waited. A chunk is due half a round trip after the kernel received it
-  (SO_TIMESTAMPNS), so the proxy's own wake-up latency is inside the delay, not added.
+  (SO_TIMESTAMPNS), so the proxy's own wake-up latency is inside the delay, not added. The
+  stamp is on the wall clock; due times are on the monotonic one, so a step of the wall
+  clock neither holds a chunk nor lets it out early.
 - A wake-up on a shared (virtual) machine comes late. The sender sleeps until a margin
   before the deadline, the margin tracking the lateness observed, and yields the last
   stretch (timer slack 1 ns): a chunk never leaves early and rarely much late.
@@ -47,11 +49,13 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST, as the source
 
 
 class _Clock:
-    """How early to wake: a running estimate of how late wake-ups come (mean + 3 MAD)."""
+    """Due times, on the monotonic clock (it never steps), and how early to wake for them: a
+    running estimate of how late wake-ups come (mean + 3 MAD)."""
 
     def __init__(self) -> None:
         self.mean = 100_000
         self.dev = 50_000
+        self.offset = -(1 << 62)  # the wall clock less the monotonic one, highest seen (ns)
 
     @property
     def margin(self) -> int:
@@ -63,26 +67,36 @@ class _Clock:
         self.mean += (late - self.mean) // 20
 
     def wait_until(self, due: int) -> None:
-        """Return at due (time.time_ns()) or just after, never before."""
-        now = time.time_ns()
+        """Return at due (time.monotonic_ns()) or just after, never before."""
+        now = time.monotonic_ns()
         early = due - self.margin
         if now < early:
             time.sleep((early - now) / 1e9)
-            self.observe(time.time_ns() - early)
-        while time.time_ns() < due:
+            self.observe(time.monotonic_ns() - early)
+        while time.monotonic_ns() < due:
             time.sleep(0)  # lets other threads take the GIL while this one waits
 
+    def arrival(self, ancdata: list[tuple[int, int, bytes]]) -> int:
+        """When the kernel received the bytes (monotonic clock, ns), from its wall-clock stamp.
 
-def _arrival(ancdata: list[tuple[int, int, bytes]], now: int) -> int:
-    """When the kernel received the bytes (wall clock, ns); now if it did not say or the
-    clock stepped."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack("qq", data[:16])
-            stamp: int = sec * 1_000_000_000 + nsec
-            if now - 1_000_000_000 < stamp <= now:
-                return stamp
-    return now
+        A stamp from before a step forward of the wall clock looks older than it is, and its
+        chunk would leave early: a stamp counts only while the wall clock's offset from the
+        monotonic clock is no higher than seen before (read wall first, a pause between the
+        two reads can only lower it). After a step, or without a stamp: now (late, never
+        early)."""
+        wall = time.time_ns()
+        now = time.monotonic_ns()
+        offset = wall - now
+        if offset > self.offset or offset < self.offset - 1_000_000:
+            self.offset = offset  # a step (or the first look): stamps count from here on
+            return now
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack("qq", data[:16])
+                age: int = wall - (sec * 1_000_000_000 + nsec)
+                if 0 <= age < 1_000_000_000:
+                    return now - age
+        return now
 
 
 class _Session:
@@ -130,7 +144,7 @@ class _Session:
         self._forward(self.client, upstream)
 
     def _forward(self, src: socket.socket, dst: socket.socket) -> None:
-        delay = self.server.delay
+        delay, clock = self.server.delay, self.server.clock
         if delay:
             chunks: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_QUEUED)
             self._spawn(self._send_due, chunks, src, dst)
@@ -140,7 +154,7 @@ class _Session:
                 data, ancdata, _, _ = src.recvmsg(_CHUNK, _CMSG_SPACE)
             except OSError:  # src was reset: so is dst, when the RST would reach it
                 if delay:
-                    self.server.clock.wait_until(time.time_ns() + delay)
+                    clock.wait_until(time.monotonic_ns() + delay)
                 _abort(dst)  # also wakes our sender should it be stuck sending to dst
                 if delay:
                     chunks.put((0, _RESET))
@@ -150,7 +164,7 @@ class _Session:
                     _abort(src)  # dst is gone: so is src
                     return
             else:
-                chunks.put((_arrival(ancdata, time.time_ns()) + delay, data))
+                chunks.put((clock.arrival(ancdata) + delay, data))
             if not data:
                 return
 
@@ -165,7 +179,7 @@ class _Session:
             if not _send(data, dst):
                 # dst is gone: src learns it when dst's RST would reach it. The reader then
                 # fails, and its last put ends the drain (so it never blocks on put()).
-                clock.wait_until(time.time_ns() + self.server.delay)
+                clock.wait_until(time.monotonic_ns() + self.server.delay)
                 _abort(src)
                 while data:
                     data = chunks.get()[1]

@@ -423,3 +423,66 @@ def test_psycopg_pipeline_and_copy_through_it(storekit_postgres_url: str,
             conn.execute("INSERT INTO p VALUES (0, 'dup')")
             conn.execute("SELECT 2")
         assert conn.execute("SELECT count(*) FROM p").fetchone() == (300,)
+
+
+# The proxy with its wall clock (time.time_ns, the clock of SO_TIMESTAMPNS stamps) stepped
+# by the number of ns written to a file: stepping the machine's clock would move every
+# other process's too.
+STEPPED = """
+import os, runpy, sys, threading, time
+flag = sys.argv.pop(1)
+real, step = time.time_ns, [0]
+def watch():
+    while not os.path.exists(flag):
+        time.sleep(0.002)
+    step[0] = int(open(flag).read())
+    print("stepped", flush=True)
+threading.Thread(target=watch, daemon=True).start()
+time.time_ns = lambda: real() + step[0]
+runpy.run_module("bench.harness.proxy", run_name="__main__")
+"""
+
+
+@contextlib.contextmanager
+def _stepped_proxy(port: int, rtt_ms: float, flag: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPPED, str(flag), "127.0.0.1", str(port), str(rtt_ms),
+         "127.0.0.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("step_s", [-3600, 3600])
+def test_a_wall_clock_step_neither_holds_chunks_nor_lets_them_out_early(
+        listener: socket.socket, tmp_path: Path, step_s: int) -> None:
+    # One-way delay 1 s. Chunks a and b are in the proxy when the clock steps an hour (back:
+    # a chunk due by the wall clock would wait an hour; on: it would leave at once); c comes
+    # after the step. Each arrives a second after it was sent, not earlier, not an hour on.
+    one_way = 1.0
+    flag = tmp_path / "step"
+    with _stepped_proxy(listener.getsockname()[1], 2000 * one_way, flag) as proc:
+        assert proc.stdout is not None
+        _, _, port = proc.stdout.readline().split()
+        with _pair(listener, ("127.0.0.1", int(port))) as (client, server):
+            sent = {}
+            for byte in b"ab":
+                sent[byte] = time.monotonic()
+                client.sendall(bytes([byte]))
+                time.sleep(0.2)  # read by the proxy before the step
+            tmp = tmp_path / "step.tmp"
+            tmp.write_text(str(step_s * 1_000_000_000))
+            tmp.rename(flag)
+            assert proc.stdout.readline() == "stepped\n"
+            sent[ord("c")] = time.monotonic()
+            client.sendall(b"c")
+            for expected in b"abc":
+                assert server.recv(1) == bytes([expected])  # within HANG, not an hour
+                assert time.monotonic() - sent[expected] >= one_way
+            server.sendall(b"d")
+            start = time.monotonic()
+            assert client.recv(1) == b"d"
+            assert time.monotonic() - start >= one_way
