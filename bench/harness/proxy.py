@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import queue
 import selectors
@@ -232,6 +233,7 @@ class _Server:
         self.clock = _Clock()
         self.sessions: set[_Session] = set()
         self.stopping = threading.Event()
+        self.reserve: int | None = os.open(os.devnull, os.O_RDONLY)  # see _refuse
 
     def serve(self, host: str) -> None:
         listener = socket.create_server((host, 0), backlog=1024)
@@ -250,12 +252,17 @@ class _Server:
                 ready = [key.fileobj for key, _ in sel.select()]
                 if listener not in ready:
                     break
-                with contextlib.suppress(OSError):
+                try:
                     client, _ = listener.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._refuse(listener)
+                    continue
+                with contextlib.suppress(OSError):
                     _nodelay(client)
-                    session = _Session(self, client)
-                    self.sessions.add(session)
-                    session.start()
+                session = _Session(self, client)
+                self.sessions.add(session)
+                session.start()
         listener.close()
         self.stopping.set()
         for session in list(self.sessions):
@@ -263,6 +270,23 @@ class _Server:
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
+
+
+    def _refuse(self, listener: socket.socket) -> None:
+        """Out of fds: accept the next connection on the reserve fd and reset it. Left in the
+        backlog, it would wait for an fd to free, the listener ready all the while (a busy
+        loop)."""
+        if self.reserve is not None:
+            os.close(self.reserve)
+        with contextlib.suppress(OSError):
+            client, _ = listener.accept()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            client.close()
+        try:
+            self.reserve = os.open(os.devnull, os.O_RDONLY)
+        except OSError:  # a session took the fd first: try again a little later
+            self.reserve = None
+            time.sleep(0.01)
 
 
 def main(argv: list[str]) -> None:

@@ -486,3 +486,32 @@ def test_a_wall_clock_step_neither_holds_chunks_nor_lets_them_out_early(
             start = time.monotonic()
             assert client.recv(1) == b"d"
             assert time.monotonic() - start >= one_way
+
+
+@pytest.mark.parametrize("rtt_ms", [0, 3])
+def test_out_of_file_descriptors_refuses_rather_than_hangs(echo: Upstream,
+                                                          rtt_ms: float) -> None:
+    # The proxy's fd limit lowered so that two sessions fill it: a third client is reset at
+    # once (it was left in the backlog, the proxy spinning on its ready listener, until a
+    # session ended), and the proxy serves again once a session ends.
+    import resource
+
+    with delay_proxy("127.0.0.1", echo.port, rtt_ms) as address:
+        pid = _proxy_pid()
+        fds = _usage(pid)[0] + 4
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (fds, fds))
+        held = [socket.create_connection(address, timeout=HANG) for _ in range(2)]
+        for sock in held:
+            sock.sendall(b"hi")
+            assert sock.recv(2) == b"hi"
+        for _ in range(3):
+            with contextlib.suppress(ConnectionResetError), \
+                    socket.create_connection(address, timeout=HANG) as extra:
+                assert extra.recv(10) == b""
+        held.pop().close()
+        _wait_for(lambda: _usage(pid)[0] < fds, "a session to end")
+        with socket.create_connection(address, timeout=HANG) as sock:
+            sock.sendall(b"again")
+            assert sock.recv(5) == b"again"
+        for sock in held:
+            sock.close()
