@@ -482,8 +482,8 @@ def test_a_wall_clock_step_neither_holds_chunks_nor_lets_them_out_early(
             for expected in b"abc":
                 assert server.recv(1) == bytes([expected])  # within HANG, not an hour
                 assert time.monotonic() - sent[expected] >= one_way
-            server.sendall(b"d")
             start = time.monotonic()
+            server.sendall(b"d")
             assert client.recv(1) == b"d"
             assert time.monotonic() - start >= one_way
 
@@ -496,11 +496,13 @@ def test_out_of_file_descriptors_refuses_rather_than_hangs(echo: Upstream,
     # session ended), and the proxy serves again once a session ends.
     import resource
 
-    with delay_proxy("127.0.0.1", echo.port, rtt_ms) as address:
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(delay_proxy("127.0.0.1", echo.port, rtt_ms))
         pid = _proxy_pid()
         fds = _usage(pid)[0] + 4
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (fds, fds))
         held = [socket.create_connection(address, timeout=HANG) for _ in range(2)]
+        stack.callback(lambda: [sock.close() for sock in held])
         for sock in held:
             sock.sendall(b"hi")
             assert sock.recv(2) == b"hi"
@@ -509,9 +511,7 @@ def test_out_of_file_descriptors_refuses_rather_than_hangs(echo: Upstream,
                     socket.create_connection(address, timeout=HANG) as extra:
                 assert extra.recv(10) == b""
         held.pop().close()
-        _wait_for(lambda: _usage(pid)[0] < fds, "a session to end")
-        with socket.create_connection(address, timeout=HANG) as sock:
-            sock.sendall(b"again")
-            assert sock.recv(5) == b"again"
-        for sock in held:
-            sock.close()
+        _wait_for(lambda: _usage(pid)[0] <= fds - 2, "a session to end")
+        held.append(socket.create_connection(address, timeout=HANG))
+        held[-1].sendall(b"again")
+        assert held[-1].recv(5) == b"again"
