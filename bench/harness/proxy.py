@@ -9,7 +9,9 @@ docs/benchmarks.md):
 - With a delay, each direction has a reader that reads as soon as bytes arrive and a
   sender that waits until each chunk is due, so a chunk's delay never includes the time
   the previous one waited. A chunk is due half a round trip after the kernel received it
-  (SO_TIMESTAMPNS), so the proxy's own wake-up latency is inside the delay, not added.
+  (SO_TIMESTAMPNS), so the proxy's own wake-up latency is inside the delay, not added. The
+  stamp is on the wall clock; due times are on the monotonic one, so a step of the wall
+  clock neither holds a chunk nor lets it out early.
 - A wake-up on a shared (virtual) machine comes late. The sender sleeps until a margin
   before the deadline, the margin tracking the lateness observed, and yields the last
   stretch (timer slack 1 ns): a chunk never leaves early and rarely much late.
@@ -22,6 +24,8 @@ docs/benchmarks.md):
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import queue
 import selectors
@@ -46,11 +50,13 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST, as the source
 
 
 class _Clock:
-    """How early to wake: a running estimate of how late wake-ups come (mean + 3 MAD)."""
+    """Due times, on the monotonic clock (it never steps), and how early to wake for them: a
+    running estimate of how late wake-ups come (mean + 3 MAD)."""
 
     def __init__(self) -> None:
         self.mean = 100_000
         self.dev = 50_000
+        self.offset = -(1 << 62)  # the wall clock less the monotonic one, highest seen (ns)
 
     @property
     def margin(self) -> int:
@@ -62,26 +68,36 @@ class _Clock:
         self.mean += (late - self.mean) // 20
 
     def wait_until(self, due: int) -> None:
-        """Return at due (time.time_ns()) or just after, never before."""
-        now = time.time_ns()
+        """Return at due (time.monotonic_ns()) or just after, never before."""
+        now = time.monotonic_ns()
         early = due - self.margin
         if now < early:
             time.sleep((early - now) / 1e9)
-            self.observe(time.time_ns() - early)
-        while time.time_ns() < due:
+            self.observe(time.monotonic_ns() - early)
+        while time.monotonic_ns() < due:
             time.sleep(0)  # lets other threads take the GIL while this one waits
 
+    def arrival(self, ancdata: list[tuple[int, int, bytes]]) -> int:
+        """When the kernel received the bytes (monotonic clock, ns), from its wall-clock stamp.
 
-def _arrival(ancdata: list[tuple[int, int, bytes]], now: int) -> int:
-    """When the kernel received the bytes (wall clock, ns); now if it did not say or the
-    clock stepped."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack("qq", data[:16])
-            stamp: int = sec * 1_000_000_000 + nsec
-            if now - 1_000_000_000 < stamp <= now:
-                return stamp
-    return now
+        A stamp from before a step forward of the wall clock looks older than it is, and its
+        chunk would leave early: a stamp counts only while the wall clock's offset from the
+        monotonic clock is no higher than seen before (read wall first, a pause between the
+        two reads can only lower it). After a step, or without a stamp: now (late, never
+        early)."""
+        wall = time.time_ns()
+        now = time.monotonic_ns()
+        offset = wall - now
+        if offset > self.offset or offset < self.offset - 1_000_000:
+            self.offset = offset  # a step (or the first look): stamps count from here on
+            return now
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack("qq", data[:16])
+                age: int = wall - (sec * 1_000_000_000 + nsec)
+                if 0 <= age < 1_000_000_000:
+                    return now - age
+        return now
 
 
 class _Session:
@@ -119,7 +135,7 @@ class _Session:
         try:
             upstream = socket.create_connection(self.server.upstream)
         except OSError:
-            _reset(self.client)
+            _abort(self.client)
             return
         _nodelay(upstream)
         self.upstream = upstream
@@ -129,7 +145,7 @@ class _Session:
         self._forward(self.client, upstream)
 
     def _forward(self, src: socket.socket, dst: socket.socket) -> None:
-        delay = self.server.delay
+        delay, clock = self.server.delay, self.server.clock
         if delay:
             chunks: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_QUEUED)
             self._spawn(self._send_due, chunks, src, dst)
@@ -137,16 +153,19 @@ class _Session:
         while True:
             try:
                 data, ancdata, _, _ = src.recvmsg(_CHUNK, _CMSG_SPACE)
-            except OSError:  # reset: the other side is reset too, without delay
-                _reset(dst)
+            except OSError:  # src was reset: so is dst, when the RST would reach it
+                if delay:
+                    clock.wait_until(time.monotonic_ns() + delay)
+                _abort(dst)  # also wakes our sender should it be stuck sending to dst
                 if delay:
                     chunks.put((0, _RESET))
                 return
             if not delay:
-                if not _send(data, src, dst):
+                if not _send(data, dst):
+                    _abort(src)  # dst is gone: so is src
                     return
             else:
-                chunks.put((_arrival(ancdata, time.time_ns()) + delay, data))
+                chunks.put((clock.arrival(ancdata) + delay, data))
             if not data:
                 return
 
@@ -158,15 +177,19 @@ class _Session:
             if data is _RESET:
                 return
             clock.wait_until(due)
-            if not _send(data, src, dst):
-                while data:  # drain to the reader's last put, so it never blocks on put()
+            if not _send(data, dst):
+                # dst is gone: src learns it when dst's RST would reach it. The reader then
+                # fails, and its last put ends the drain (so it never blocks on put()).
+                clock.wait_until(time.monotonic_ns() + self.server.delay)
+                _abort(src)
+                while data:
                     data = chunks.get()[1]
                 return
             if not data:
                 return
 
 
-def _send(data: bytes, src: socket.socket, dst: socket.socket) -> bool:
+def _send(data: bytes, dst: socket.socket) -> bool:
     """Forward data, or the EOF (b""); False when the destination is gone."""
     try:
         if data:
@@ -175,7 +198,6 @@ def _send(data: bytes, src: socket.socket, dst: socket.socket) -> bool:
             dst.shutdown(socket.SHUT_WR)
         return True
     except OSError:
-        _reset(src)  # the destination went away: so does the source
         return False
 
 
@@ -183,11 +205,20 @@ def _nodelay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _reset(sock: socket.socket) -> None:
-    """Make the socket's close send RST, and wake whoever reads it (it then sees EOF)."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_UNSPEC = bytes(16)  # a sockaddr of family AF_UNSPEC
+
+
+def _abort(sock: socket.socket) -> None:
+    """Reset the connection now: the peer gets RST, and threads blocked reading or writing
+    sock wake with an error (connect() to AF_UNSPEC; the fd stays open until the session
+    closes it, so no thread can meet it reused). Where that fails, shut it both ways and
+    let close() send the RST."""
+    if _LIBC.connect(sock.fileno(), _UNSPEC, len(_UNSPEC)) == 0:
+        return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    _wake(sock)
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _wake(sock: socket.socket) -> None:
@@ -202,6 +233,7 @@ class _Server:
         self.clock = _Clock()
         self.sessions: set[_Session] = set()
         self.stopping = threading.Event()
+        self.reserve: int | None = os.open(os.devnull, os.O_RDONLY)  # see _refuse
 
     def serve(self, host: str) -> None:
         listener = socket.create_server((host, 0), backlog=1024)
@@ -220,12 +252,17 @@ class _Server:
                 ready = [key.fileobj for key, _ in sel.select()]
                 if listener not in ready:
                     break
-                with contextlib.suppress(OSError):
+                try:
                     client, _ = listener.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        self._refuse(listener)
+                    continue
+                with contextlib.suppress(OSError):
                     _nodelay(client)
-                    session = _Session(self, client)
-                    self.sessions.add(session)
-                    session.start()
+                session = _Session(self, client)
+                self.sessions.add(session)
+                session.start()
         listener.close()
         self.stopping.set()
         for session in list(self.sessions):
@@ -235,12 +272,27 @@ class _Server:
                         sock.shutdown(socket.SHUT_RDWR)
 
 
+    def _refuse(self, listener: socket.socket) -> None:
+        """Out of fds: accept the next connection on the reserve fd and reset it. Left in the
+        backlog, it would wait for an fd to free, the listener ready all the while (a busy
+        loop)."""
+        if self.reserve is not None:
+            os.close(self.reserve)
+        with contextlib.suppress(OSError):
+            client, _ = listener.accept()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            client.close()
+        try:
+            self.reserve = os.open(os.devnull, os.O_RDONLY)
+        except OSError:  # a session took the fd first: try again a little later
+            self.reserve = None
+            time.sleep(0.01)
+
+
 def main(argv: list[str]) -> None:
     upstream_host, upstream_port, rtt_ms, host = argv
-    with contextlib.suppress(OSError):  # timer slack 1 ns: wake-ups as precise as can be
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
+    with contextlib.suppress(AttributeError):  # PR_SET_TIMERSLACK 1 ns: precise wake-ups
+        _LIBC.prctl(29, 1, 0, 0, 0)
     threading.stack_size(512 * 1024)  # thousands of threads fit; recv buffers are on the heap
     server = _Server((upstream_host, int(upstream_port)), round(float(rtt_ms) * 500_000))
     server.serve(host)

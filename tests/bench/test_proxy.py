@@ -199,9 +199,10 @@ def test_unreachable_upstream_closes_the_client() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
+        # The reset may come before create_connection() has seen its connect complete.
         with delay_proxy("127.0.0.1", port, 0) as address, \
-                socket.create_connection(address, timeout=HANG) as client, \
-                contextlib.suppress(ConnectionResetError):
+                contextlib.suppress(ConnectionResetError), \
+                socket.create_connection(address, timeout=HANG) as client:
             assert client.recv(10) == b""
 
 
