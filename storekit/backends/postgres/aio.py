@@ -51,7 +51,7 @@ from storekit.errors import (
     from_bad_input,
     from_psycopg,
 )
-from storekit.params import Params, check_params, check_sql_text, translate
+from storekit.params import Params, Translated, check_params, check_sql_text, translate
 from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
@@ -67,6 +67,8 @@ class AsyncStoreConnection(psycopg.AsyncConnection[Row]):
 
 
 AConn = AsyncStoreConnection
+# A statement held back by a handle: (PostgreSQL SQL, values or rows, executemany).
+Pending = tuple[str, Any, bool]
 
 
 async def _execute(conn: AConn, sql: str, params: Params, how: str,
@@ -85,14 +87,7 @@ async def _execute(conn: AConn, sql: str, params: Params, how: str,
                 conn._statement_cursor = None  # do not keep a large result alive
         else:
             cur = await conn.execute(t.sql, values)
-        if how == "get":
-            return await cur.fetchone()
-        if how == "all":
-            return await cur.fetchall()
-        if t.returning and cur.description is not None:
-            row = await cur.fetchone()
-            return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
-        return RunResult(cur.rowcount, None)
+        return await _result(cur, t, how)
     except psycopg.Error as exc:
         _failed(conn)
         raise from_psycopg(exc) from exc
@@ -101,6 +96,62 @@ async def _execute(conn: AConn, sql: str, params: Params, how: str,
     except BaseException:
         _failed(conn)  # cancelled, or interrupted: the server may have run part of it
         raise
+
+
+async def _result(cur: psycopg.AsyncCursor[Row], t: Translated, how: str) -> Any:
+    if how == "get":
+        return await cur.fetchone()
+    if how == "all":
+        return await cur.fetchall()
+    if t.returning and cur.description is not None:
+        row = await cur.fetchone()
+        return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+    return RunResult(cur.rowcount, None)
+
+
+def _prepared(conn: AConn, sql: str, params: Params) -> tuple[Translated, Any]:
+    """sql translated and params checked, before anything is sent (ProgrammingError)."""
+    try:
+        t = translate(sql, "postgres")
+        values = check_params(t, params)
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True
+    return t, values
+
+
+def _prepared_many(conn: AConn, sql: str,
+                   seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Pending:
+    try:
+        t = translate(sql, "postgres")
+        rows = [check_params(t, p) for p in seq]
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True
+    return t.sql, rows, True
+
+
+async def _pipeline(conn: AConn, pending: list[Pending],
+                    last: Pending | None) -> psycopg.AsyncCursor[Row] | None:
+    """Send pending, then last, in one pipeline: one round trip, one Sync. After a
+    statement fails the server skips the rest (a COMMIT among them never runs), and the
+    first error is raised. Returns last's cursor, its results fetched."""
+    cur = None
+    async with conn.pipeline():
+        for sql, values, many in pending:
+            if many:
+                await conn.cursor().executemany(sql, values)
+            else:
+                await conn.execute(sql, values)
+        if last is not None:
+            cur = conn.cursor()
+            if last[2]:
+                await cur.executemany(last[0], last[1])
+            else:
+                await cur.execute(last[0], last[1])
+    return cur
 
 
 def _failed(conn: AConn) -> None:
@@ -129,21 +180,72 @@ async def _script(conn: AConn, script: str) -> None:
 
 
 class AsyncPgHandle:
-    """Data methods on one connection, held for a transaction."""
+    """Data methods on one connection, held for a transaction.
 
-    __slots__ = ("conn", "failed", "readonly")
+    A handle from AsyncPostgresBackend.begin holds back its BEGIN (and scope settings):
+    they go out in one pipeline with the transaction's first statement, so BEGIN costs no
+    round trip of its own, and a transaction that runs nothing sends nothing. Statements
+    given to run_deferred / run_many_deferred wait likewise for the next statement, the
+    end of the savepoint, or COMMIT: a write whose result nobody reads then costs no
+    round trip either (BEGIN, INSERT, COMMIT in one). Their errors are raised there, and
+    a pipeline stops at the first error, so nothing after it runs and COMMIT never does."""
 
-    def __init__(self, conn: AConn, readonly: bool = False) -> None:
+    __slots__ = ("conn", "failed", "pending", "pipelined", "readonly", "unsent")
+
+    def __init__(self, conn: AConn, readonly: bool = False,
+                 pending: list[Pending] | None = None) -> None:
         self.conn = conn
         self.readonly = readonly
         self.failed: StoreError | None = None  # see PgHandle.failed
+        # Without pending (behind a transaction pooler), statements run one by one.
+        self.pipelined = pending is not None
+        self.pending: list[Pending] = pending or []  # translated and checked, not yet sent
+        self.unsent = len(self.pending)  # how many of them open the transaction
+
+    async def _send(self, last: Pending | None) -> psycopg.AsyncCursor[Row] | None:
+        pending, self.pending, self.unsent = self.pending, [], 0
+        try:
+            return await _pipeline(self.conn, pending, last)
+        except psycopg.Error as exc:
+            _failed(self.conn)
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BaseException:
+            _failed(self.conn)  # cancelled: the server may have run part of it
+            raise
+
+    async def flush(self) -> None:
+        """Send what is held back (one round trip); nothing to do when nothing is."""
+        if self.pending:
+            await self._send(None)
 
     async def _do(self, sql: str, params: Params, how: str) -> Any:
+        if self.pending:
+            t, values = _prepared(self.conn, sql, params)
+            cur = await self._send((t.sql, values, False))
+            assert cur is not None
+            return await _result(cur, t, how)
         try:
             return await _execute(self.conn, sql, params, how)
         except StoreError as exc:
             self.failed = exc
             raise
+
+    async def run_deferred(self, sql: str, params: Params = None) -> None:
+        """run() whose result nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            await self.run(sql, params)
+            return
+        t, values = _prepared(self.conn, sql, params)
+        self.pending.append((t.sql, values, False))
+
+    async def run_many_deferred(self, sql: str,
+                                seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
+        """run_many() whose count nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            await self.run_many(sql, seq)
+            return
+        self.pending.append(_prepared_many(self.conn, sql, seq))
 
     async def run(self, sql: str, params: Params = None) -> RunResult:
         result: RunResult = await self._do(sql, params, "run")
@@ -161,6 +263,7 @@ class AsyncPgHandle:
         """Stream through a server-side cursor (closed by the transaction's end)."""
         if tx is not None and tx._handle is None:
             raise ended()
+        await self.flush()
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
@@ -188,6 +291,10 @@ class AsyncPgHandle:
             raise from_bad_input(exc) from exc
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        if self.pending:
+            cur = await self._send(_prepared_many(self.conn, sql, seq))
+            assert cur is not None
+            return cur.rowcount
         try:
             t = translate(sql, "postgres")
             if changes_session(t.sql):
@@ -203,6 +310,7 @@ class AsyncPgHandle:
             raise from_bad_input(exc) from exc
 
     async def exec(self, script: str) -> None:
+        await self.flush()  # a script goes by the simple protocol, outside any pipeline
         try:
             await _script(self.conn, script)
         except StoreError as exc:
@@ -381,24 +489,25 @@ class AsyncPostgresBackend:
 
     async def begin(self, *, readonly: bool, team_id: Any = None,
                     isolation: str = "serializable") -> AsyncPgHandle:
+        # BEGIN (and the scope) go out with the first statement: see AsyncPgHandle.
+        opening: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
+        if team_id is not None:
+            team = str(team_id)
+            opening.append((f"SELECT set_config('{SETTING}', %s, true),"
+                            f" set_config('{TOKEN_SETTING}', %s, true)",
+                            (team, scope_token(self._scope_key, team)), False))
         conn = await self._getconn()
-        handle = AsyncPgHandle(conn, readonly)
-        try:
-            await handle.exec(_BEGIN[isolation, readonly])
-            if team_id is not None:
-                team = str(team_id)
-                await handle.get(f"SELECT set_config('{SETTING}', ?, true),"
-                                 f" set_config('{TOKEN_SETTING}', ?, true)",
-                                 (team, scope_token(self._scope_key, team)))
-        except BaseException:
-            await self._putconn(conn)
-            raise
-        return handle
+        if team_id is not None:
+            conn.dirty = True  # as run() marks set_config: reset before the next borrower
+        return AsyncPgHandle(conn, readonly, opening)
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
         try:
+            if handle.unsent and (not commit or len(handle.pending) == handle.unsent):
+                return  # BEGIN was never sent: there is no transaction to end
             if (commit and not handle.readonly
                     and handle.conn.info.transaction_status == _IN_ERROR):
+                handle.pending = []  # they would fail too: the transaction is aborted
                 await handle.exec("ROLLBACK")
                 failed = handle.failed
                 cls = type(failed) if isinstance(failed, RETRYABLE) else OperationalError
@@ -406,14 +515,30 @@ class AsyncPostgresBackend:
                     "the transaction was aborted by an earlier error (caught inside the"
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
+            if commit and handle.pending:
+                await handle._send((self._commit, None, False))  # held-back writes, COMMIT
+                return
+            handle.pending = []  # rolled back: what was held back never runs
             await handle.exec(self._commit if commit else "ROLLBACK")
         finally:
             await self._putconn(handle.conn)
 
     async def savepoint(self, handle: Any, name: str) -> None:
-        await handle.exec(f"SAVEPOINT {name}")
+        # Through run(): what is held back (BEGIN included) goes in the same round trip,
+        # and what is deferred from now on belongs to this savepoint.
+        await handle.run(f"SAVEPOINT {name}")
 
     async def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if commit and handle.pending:
+            try:
+                await handle.run(f"RELEASE SAVEPOINT {name}")  # after the held-back writes
+                return
+            except Exception:
+                # One failed: undo the savepoint's work, as for an error inside the block.
+                await handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
+                await handle.exec(f"RELEASE SAVEPOINT {name}")
+                raise
+        handle.pending = []  # the savepoint's held-back writes, rolled back with it
         if not commit:
             await handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
         await handle.exec(f"RELEASE SAVEPOINT {name}")
