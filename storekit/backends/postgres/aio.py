@@ -190,10 +190,10 @@ class AsyncPgHandle:
     round trip either (BEGIN, INSERT, COMMIT in one). Their errors are raised there, and
     a pipeline stops at the first error, so nothing after it runs and COMMIT never does."""
 
-    __slots__ = ("conn", "failed", "pending", "pipelined", "readonly", "unsent")
+    __slots__ = ("conn", "failed", "implicit", "pending", "pipelined", "readonly", "unsent")
 
     def __init__(self, conn: AConn, readonly: bool = False,
-                 pending: list[Pending] | None = None) -> None:
+                 pending: list[Pending] | None = None, implicit: bool = False) -> None:
         self.conn = conn
         self.readonly = readonly
         self.failed: StoreError | None = None  # see PgHandle.failed
@@ -201,6 +201,9 @@ class AsyncPgHandle:
         self.pipelined = pending is not None
         self.pending: list[Pending] = pending or []  # translated and checked, not yet sent
         self.unsent = len(self.pending)  # how many of them open the transaction
+        # Whether the opening may be left out when every statement is held back to the
+        # commit: see AsyncPostgresBackend.finish.
+        self.implicit = implicit
 
     async def _send(self, last: Pending | None) -> psycopg.AsyncCursor[Row] | None:
         pending, self.pending, self.unsent = self.pending, [], 0
@@ -499,7 +502,8 @@ class AsyncPostgresBackend:
         conn = await self._getconn()
         if team_id is not None:
             conn.dirty = True  # as run() marks set_config: reset before the next borrower
-        return AsyncPgHandle(conn, readonly, opening)
+        implicit = isolation == "read committed" and not readonly and team_id is None
+        return AsyncPgHandle(conn, readonly, opening, implicit)
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
         try:
@@ -516,7 +520,15 @@ class AsyncPostgresBackend:
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
             if commit and handle.pending:
-                await handle._send((self._commit, None, False))  # held-back writes, COMMIT
+                if handle.unsent and handle.implicit:
+                    # Every statement was held back to here: without BEGIN and COMMIT the
+                    # pipeline up to its Sync is PostgreSQL's implicit transaction, all or
+                    # nothing as well, at the session's default level, which is READ
+                    # COMMITTED or stronger (a conflict there is retried as any other).
+                    del handle.pending[:handle.unsent]
+                    await handle._send(None)
+                else:
+                    await handle._send((self._commit, None, False))  # held back, COMMIT
                 return
             handle.pending = []  # rolled back: what was held back never runs
             await handle.exec(self._commit if commit else "ROLLBACK")
