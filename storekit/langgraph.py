@@ -45,6 +45,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 from storekit import aio
 from storekit import langgraph_ops as ops
 from storekit.aio import AsyncDatabase, AsyncTransaction
+from storekit.backends.base import PoolOptions
 from storekit.database import Database, Transaction, create_database
 from storekit.dialect import Dialect, dialect_for
 from storekit.errors import ConfigurationError, IntegrityError, ProgrammingError
@@ -52,7 +53,7 @@ from storekit.langgraph_ops import MAX_ID, MAX_NAMESPACE, MAX_THREAD_ID, PRUNE_S
 from storekit.langgraph_sql import CHECKPOINTS, WRITES
 from storekit.sansio import Reader, Script
 from storekit.schema import Table, plan_create_table
-from storekit.url import DatabaseURL
+from storekit.url import DatabaseURL, resolve_url
 
 __all__ = ["MAX_ID", "MAX_NAMESPACE", "MAX_THREAD_ID", "PRUNE_STRATEGIES", "StorekitSaver"]
 
@@ -89,7 +90,8 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         """A saver on its own Database, opened by create_database's rules (the argument,
         else STOREKIT_DATABASE_URL, else DATABASE_URL, else ./storekit.db), set up.
         close() (or a with block) closes that Database."""
-        db = create_database(url)
+        parsed = resolve_url(url)
+        db = create_database(parsed, pool=_pool_for(parsed))
         try:
             saver = cls(db, serde=serde)
             saver.setup()
@@ -104,7 +106,8 @@ class StorekitSaver(BaseCheckpointSaver[str]):
                         serde: SerializerProtocol | None = None) -> StorekitSaver:
         """from_url on storekit.aio: a saver on its own AsyncDatabase, set up. aclose()
         (or an async with block) closes it."""
-        db = await aio.create_database(url)
+        parsed = resolve_url(url)
+        db = await aio.create_database(parsed, pool=_pool_for(parsed))
         try:
             saver = cls(db, serde=serde)
             await saver.asetup()
@@ -133,8 +136,11 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         if self._adb is None:
             return await asyncio.to_thread(self.setup)
         self._loop = asyncio.get_running_loop()
+        # One catalog read for both tables: every agent's saver runs this as it opens.
+        existing = await _read(self._adb, self._dialect.read_tables())
         for table in (CHECKPOINTS, WRITES):
-            await _create_table(self._adb, self._dialect, table)
+            if table.name not in existing:
+                await _create_table(self._adb, self._dialect, table)
         self._ready = True
         return None
 
@@ -391,6 +397,13 @@ class StorekitSaver(BaseCheckpointSaver[str]):
                 "from another thread while its event loop runs, or build it on a Database")
         future = asyncio.run_coroutine_threadsafe(_awaited(fn(*args)), loop)
         return future.result()
+
+
+def _pool_for(url: DatabaseURL) -> PoolOptions | None:
+    """On PostgreSQL, two connections from the start: LangGraph stores a task's writes
+    while the step's checkpoint is being stored, so a pool of one grows during the first
+    step, and under load that connect can stall the graph for seconds."""
+    return PoolOptions(min_size=2) if url.backend == "postgres" else None
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

@@ -359,27 +359,45 @@ class AsyncPostgresBackend:
     async def _start(self) -> None:
         o = self.pool_options
         try:
-            probe = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+            probe = await AsyncStoreConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {self.url}: {from_psycopg(exc)}"
             ) from exc
-        async with probe:
+        try:
             names = ", ".join(f"'{name}'" for name in SETTINGS_SHOWN)
             cur = await probe.execute(
                 f"SELECT name, setting, unit FROM pg_settings WHERE name IN ({names})")
             self._server_settings = {
                 r["name"]: r["setting"] + r["unit"] if r["unit"] else r["setting"]
                 for r in await cur.fetchall()}
+        except BaseException:
+            await probe.close()
+            raise
+        # The probe becomes the pool's first connection (configured by it like any other):
+        # a connect costs the server a process and both sides an authentication, and many
+        # agents starting at once pay that for every connection each opens.
+        backend = self
+
+        class Connection(AsyncStoreConnection):
+            @classmethod
+            async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                spare, backend._spare = backend._spare, None
+                if spare is not None and not spare.closed:
+                    return spare
+                return await AsyncStoreConnection.connect(*args, **kwargs)
+
+        self._spare: AConn | None = probe
         self._pool: psycopg_pool.AsyncConnectionPool[AConn] = psycopg_pool.AsyncConnectionPool(
             self._conninfo, kwargs=self._kwargs, min_size=o.min_size, max_size=o.max_size,
             max_idle=o.max_idle, timeout=o.timeout, reconnect_timeout=2.0,
             configure=self._configure, open=False, name="storekit-aio",
-            connection_class=AsyncStoreConnection)
+            connection_class=Connection)
         try:
             await self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
         except psycopg_pool.PoolTimeout as exc:
             await self._pool.close()
+            await self._close_spare()
             raise DatabaseUnavailable(f"PostgreSQL pool could not open at {self.url}") from exc
         self.capabilities = Capabilities(
             concurrent_writers=True, network=True, listen_notify="native",
@@ -388,12 +406,21 @@ class AsyncPostgresBackend:
 
     async def _configure(self, conn: AConn) -> None:
         """A new pooled connection: its session settings and this Database's scope key."""
-        await conn.execute(self._session_settings)
-        cur = await conn.execute(_SCOPE_SCHEMAS)
+        async with conn.pipeline():  # one round trip for both
+            await conn.execute(self._session_settings)
+            cur = await conn.execute(_SCOPE_SCHEMAS)
         schemas = [r["s"] for r in await cur.fetchall()]
         if schemas:
             calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)
             await conn.execute(f"SELECT {calls}", [self._scope_key] * len(schemas))
+        # Its session is what a reset would leave (the key is kept in a table, which a
+        # reset does not touch): no reset round trip when it first goes back to the pool.
+        conn.dirty = False
+
+    async def _close_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare.close()
 
     async def _reachable(self) -> bool:
         """Whether the server accepts a connection. The tasks waiting meanwhile share one
@@ -576,3 +603,4 @@ class AsyncPostgresBackend:
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._discarding)
         await self._pool.close()
+        await self._close_spare()  # min_size=0: the pool may never have taken it
