@@ -45,7 +45,6 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 from storekit import aio
 from storekit import langgraph_ops as ops
 from storekit.aio import AsyncDatabase, AsyncTransaction
-from storekit.backends.base import PoolOptions
 from storekit.database import Database, Transaction, create_database
 from storekit.dialect import Dialect, dialect_for
 from storekit.errors import ConfigurationError, IntegrityError, ProgrammingError
@@ -53,7 +52,7 @@ from storekit.langgraph_ops import MAX_ID, MAX_NAMESPACE, MAX_THREAD_ID, PRUNE_S
 from storekit.langgraph_sql import CHECKPOINTS, WRITES
 from storekit.sansio import Reader, Script
 from storekit.schema import Table, plan_create_table
-from storekit.url import DatabaseURL, resolve_url
+from storekit.url import DatabaseURL
 
 __all__ = ["MAX_ID", "MAX_NAMESPACE", "MAX_THREAD_ID", "PRUNE_STRATEGIES", "StorekitSaver"]
 
@@ -90,8 +89,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         """A saver on its own Database, opened by create_database's rules (the argument,
         else STOREKIT_DATABASE_URL, else DATABASE_URL, else ./storekit.db), set up.
         close() (or a with block) closes that Database."""
-        parsed = resolve_url(url)
-        db = create_database(parsed, pool=_pool_for(parsed))
+        db = create_database(url)
         try:
             saver = cls(db, serde=serde)
             saver.setup()
@@ -106,8 +104,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
                         serde: SerializerProtocol | None = None) -> StorekitSaver:
         """from_url on storekit.aio: a saver on its own AsyncDatabase, set up. aclose()
         (or an async with block) closes it."""
-        parsed = resolve_url(url)
-        db = await aio.create_database(parsed, pool=_pool_for(parsed))
+        db = await aio.create_database(url)
         try:
             saver = cls(db, serde=serde)
             await saver.asetup()
@@ -365,20 +362,21 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         await self._adb.atomic(_adrive, make, args, isolation=self._isolation(upsert, self._adb))
 
     def _isolation(self, upsert: bool, db: Database | AsyncDatabase) -> str | None:
-        """READ COMMITTED for put and put_writes on PostgreSQL, else the database's level.
+        """READ COMMITTED for put and put_writes, else the database's level.
 
         Safe because their statements only upsert rows by their full key (INSERT ... ON
         CONFLICT on the unique index) with values computed before the transaction: no
         statement reads data another one depends on, so there is no read-modify-write to
-        lose. Concurrent writers of one key queue on its row lock and the later one sees
-        the committed row (DO UPDATE overwrites it, DO NOTHING keeps it), the outcome of
-        running them one after the other; and BEGIN ... COMMIT still makes a put_writes
-        batch all or nothing. SERIALIZABLE would add predicate locks on the key index's
-        pages, whose false conflicts between unrelated threads cost retries under load.
+        lose. On PostgreSQL concurrent writers of one key queue on its row lock and the
+        later one sees the committed row (DO UPDATE overwrites it, DO NOTHING keeps it),
+        the outcome of running them one after the other, and the transaction still makes
+        a put_writes batch all or nothing. SERIALIZABLE would add predicate locks on the
+        key index's pages, whose false conflicts between unrelated threads cost retries
+        under load. (SQLite runs one writer at a time: every level is serializable there.)
         The other writes (deletes, copy_thread, prune, which read what they delete or
-        copy) keep the database's level; inside a caller's transaction, its level holds
+        copy) keep the database's level; inside a caller's transaction its level holds
         (a nested transaction cannot change it)."""
-        if upsert and db.backend == "postgres" and not db.in_transaction:
+        if upsert and not db.in_transaction:
             return "read committed"
         return None
 
@@ -397,13 +395,6 @@ class StorekitSaver(BaseCheckpointSaver[str]):
                 "from another thread while its event loop runs, or build it on a Database")
         future = asyncio.run_coroutine_threadsafe(_awaited(fn(*args)), loop)
         return future.result()
-
-
-def _pool_for(url: DatabaseURL) -> PoolOptions | None:
-    """On PostgreSQL, two connections from the start: LangGraph stores a task's writes
-    while the step's checkpoint is being stored, so a pool of one grows during the first
-    step, and under load that connect can stall the graph for seconds."""
-    return PoolOptions(min_size=2) if url.backend == "postgres" else None
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
