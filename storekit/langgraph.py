@@ -133,8 +133,11 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         if self._adb is None:
             return await asyncio.to_thread(self.setup)
         self._loop = asyncio.get_running_loop()
+        # One catalog read for both tables: every agent's saver runs this as it opens.
+        existing = await _read(self._adb, self._dialect.read_tables())
         for table in (CHECKPOINTS, WRITES):
-            await _create_table(self._adb, self._dialect, table)
+            if table.name not in existing:
+                await _create_table(self._adb, self._dialect, table)
         self._ready = True
         return None
 
@@ -226,7 +229,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         if self._sync is None:
             return self._blocking(self.aput, config, checkpoint, metadata, new_versions)
         stored, statements = ops.put(self.serde, config, checkpoint, metadata)
-        self._write(ops.each, statements)
+        self._write(ops.each, statements, upsert=True)
         return stored
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
@@ -234,7 +237,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         if self._adb is None:
             return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
         stored, statements = ops.put(self.serde, config, checkpoint, metadata)
-        await self._awrite(ops.each, statements)
+        await self._awrite(ops.each, statements, upsert=True)
         return stored
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
@@ -243,7 +246,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
             return self._blocking(self.aput_writes, config, writes, task_id, task_path)
         batch = ops.put_writes(self.serde, config, writes, task_id, task_path)
         if batch is not None:
-            self._write(ops.many, *batch)
+            self._write(ops.many, *batch, upsert=True)
         return None
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
@@ -252,7 +255,7 @@ class StorekitSaver(BaseCheckpointSaver[str]):
             return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
         batch = ops.put_writes(self.serde, config, writes, task_id, task_path)
         if batch is not None:
-            await self._awrite(ops.many, *batch)
+            await self._awrite(ops.many, *batch, upsert=True)
         return None
 
     def delete_thread(self, thread_id: str) -> None:
@@ -347,15 +350,35 @@ class StorekitSaver(BaseCheckpointSaver[str]):
         if not self._ready:
             await self.asetup()
 
-    def _write(self, make: Callable[..., ops.Body], *args: Any) -> None:
+    def _write(self, make: Callable[..., ops.Body], *args: Any, upsert: bool = False) -> None:
         assert self._sync is not None
         self._ensure()
-        self._sync.atomic(_drive, make, args)
+        self._sync.atomic(_drive, make, args, isolation=self._isolation(upsert, self._sync))
 
-    async def _awrite(self, make: Callable[..., ops.Body], *args: Any) -> None:
+    async def _awrite(self, make: Callable[..., ops.Body], *args: Any,
+                      upsert: bool = False) -> None:
         assert self._adb is not None
         await self._aensure()
-        await self._adb.atomic(_adrive, make, args)
+        await self._adb.atomic(_adrive, make, args, isolation=self._isolation(upsert, self._adb))
+
+    def _isolation(self, upsert: bool, db: Database | AsyncDatabase) -> str | None:
+        """READ COMMITTED for put and put_writes, else the database's level.
+
+        Safe because their statements only upsert rows by their full key (INSERT ... ON
+        CONFLICT on the unique index) with values computed before the transaction: no
+        statement reads data another one depends on, so there is no read-modify-write to
+        lose. On PostgreSQL concurrent writers of one key queue on its row lock and the
+        later one sees the committed row (DO UPDATE overwrites it, DO NOTHING keeps it),
+        the outcome of running them one after the other, and the transaction still makes
+        a put_writes batch all or nothing. SERIALIZABLE would add predicate locks on the
+        key index's pages, whose false conflicts between unrelated threads cost retries
+        under load. (SQLite runs one writer at a time: every level is serializable there.)
+        The other writes (deletes, copy_thread, prune, which read what they delete or
+        copy) keep the database's level; inside a caller's transaction its level holds
+        (a nested transaction cannot change it)."""
+        if upsert and not db.in_transaction:
+            return "read committed"
+        return None
 
     def _blocking(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A sync call on a saver built on an AsyncDatabase: run on its loop from another
@@ -398,8 +421,15 @@ def _drive(tx: Transaction, make: Callable[..., ops.Body], args: Sequence[Any]) 
 
 async def _adrive(tx: AsyncTransaction, make: Callable[..., ops.Body],
                   args: Sequence[Any]) -> None:
-    """_drive on storekit.aio."""
+    """_drive on storekit.aio. Where the connection can hold statements back (PostgreSQL:
+    AsyncPgHandle.run_deferred), run and many steps, whose results no Body reads, are
+    sent with the next read or with COMMIT: BEGIN, a put's INSERT and COMMIT then go in
+    one round trip, and a failure in any of them still rolls back the whole write (the
+    error is raised by the commit, and atomic() retries a conflict)."""
     body = make(*args)
+    handle = tx._h()
+    run = getattr(handle, "run_deferred", None) or tx.run
+    run_many = getattr(handle, "run_many_deferred", None) or tx.run_many
     try:
         step = next(body)
         while True:
@@ -407,9 +437,9 @@ async def _adrive(tx: AsyncTransaction, make: Callable[..., ops.Body],
             if kind == "all":
                 result: Any = await tx.all(sql, params)
             elif kind == "many":
-                result = await tx.run_many(sql, params)
+                result = await run_many(sql, params)
             else:
-                result = await tx.run(sql, params)
+                result = await run(sql, params)
             step = body.send(result)
     except StopIteration:
         return

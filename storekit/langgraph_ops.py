@@ -5,7 +5,9 @@ share every line of this module and of langgraph_sql.
 
 A write is a Body: a generator that yields steps, ("run", sql, params), ("many", sql, rows)
 or ("all", sql, params), and receives each step's result; a driver runs it inside
-atomic(), which builds it again for a retry.
+atomic(), which builds it again for a retry. Only an "all" step's result may be read: the
+async driver on PostgreSQL holds run and many steps back until the next read or COMMIT
+(one round trip per write), so what they send back then is None.
 """
 
 from __future__ import annotations

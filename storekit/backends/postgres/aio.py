@@ -53,7 +53,7 @@ from storekit.errors import (
     from_bad_input,
     from_psycopg,
 )
-from storekit.params import Params, check_params, check_sql_text, translate
+from storekit.params import Params, Translated, check_params, check_sql_text, translate
 from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.url import DatabaseURL
 
@@ -69,6 +69,8 @@ class AsyncStoreConnection(psycopg.AsyncConnection[Row]):
 
 
 AConn = AsyncStoreConnection
+# A statement held back by a handle: (PostgreSQL SQL, values or rows, executemany).
+Pending = tuple[str, Any, bool]
 
 
 async def _execute(conn: AConn, sql: str, params: Params, how: str,
@@ -87,14 +89,7 @@ async def _execute(conn: AConn, sql: str, params: Params, how: str,
                 conn._statement_cursor = None  # do not keep a large result alive
         else:
             cur = await conn.execute(t.sql, values)
-        if how == "get":
-            return await cur.fetchone()
-        if how == "all":
-            return await cur.fetchall()
-        if t.returning and cur.description is not None:
-            row = await cur.fetchone()
-            return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
-        return RunResult(cur.rowcount, None)
+        return await _result(cur, t, how)
     except psycopg.Error as exc:
         _failed(conn)
         raise from_psycopg(exc) from exc
@@ -103,6 +98,62 @@ async def _execute(conn: AConn, sql: str, params: Params, how: str,
     except BaseException:
         _failed(conn)  # cancelled, or interrupted: the server may have run part of it
         raise
+
+
+async def _result(cur: psycopg.AsyncCursor[Row], t: Translated, how: str) -> Any:
+    if how == "get":
+        return await cur.fetchone()
+    if how == "all":
+        return await cur.fetchall()
+    if t.returning and cur.description is not None:
+        row = await cur.fetchone()
+        return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+    return RunResult(cur.rowcount, None)
+
+
+def _prepared(conn: AConn, sql: str, params: Params) -> tuple[Translated, Any]:
+    """sql translated and params checked, before anything is sent (ProgrammingError)."""
+    try:
+        t = translate(sql, "postgres")
+        values = check_params(t, params)
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True
+    return t, values
+
+
+def _prepared_many(conn: AConn, sql: str,
+                   seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Pending:
+    try:
+        t = translate(sql, "postgres")
+        rows = [check_params(t, p) for p in seq]
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True
+    return t.sql, rows, True
+
+
+async def _pipeline(conn: AConn, pending: list[Pending],
+                    last: Pending | None) -> psycopg.AsyncCursor[Row] | None:
+    """Send pending, then last, in one pipeline: one round trip, one Sync. After a
+    statement fails the server skips the rest (a COMMIT among them never runs), and the
+    first error is raised. Returns last's cursor, its results fetched."""
+    cur = None
+    async with conn.pipeline():
+        for sql, values, many in pending:
+            if many:
+                await conn.cursor().executemany(sql, values)
+            else:
+                await conn.execute(sql, values)
+        if last is not None:
+            cur = conn.cursor()
+            if last[2]:
+                await cur.executemany(last[0], last[1])
+            else:
+                await cur.execute(last[0], last[1])
+    return cur
 
 
 def _failed(conn: AConn) -> None:
@@ -131,21 +182,75 @@ async def _script(conn: AConn, script: str) -> None:
 
 
 class AsyncPgHandle:
-    """Data methods on one connection, held for a transaction."""
+    """Data methods on one connection, held for a transaction.
 
-    __slots__ = ("conn", "failed", "readonly")
+    A handle from AsyncPostgresBackend.begin holds back its BEGIN (and scope settings):
+    they go out in one pipeline with the transaction's first statement, so BEGIN costs no
+    round trip of its own, and a transaction that runs nothing sends nothing. Statements
+    given to run_deferred / run_many_deferred wait likewise for the next statement, the
+    end of the savepoint, or COMMIT: a write whose result nobody reads then costs no
+    round trip either (BEGIN, INSERT, COMMIT in one). Their errors are raised there, and
+    a pipeline stops at the first error, so nothing after it runs and COMMIT never does."""
 
-    def __init__(self, conn: AConn, readonly: bool = False) -> None:
+    __slots__ = ("conn", "failed", "implicit", "pending", "pipelined", "readonly", "unsent")
+
+    def __init__(self, conn: AConn, readonly: bool = False,
+                 pending: list[Pending] | None = None, implicit: bool = False) -> None:
         self.conn = conn
         self.readonly = readonly
         self.failed: StoreError | None = None  # see PgHandle.failed
+        # Without pending (behind a transaction pooler), statements run one by one.
+        self.pipelined = pending is not None
+        self.pending: list[Pending] = pending or []  # translated and checked, not yet sent
+        self.unsent = len(self.pending)  # how many of them open the transaction
+        # Whether the opening may be left out when every statement is held back to the
+        # commit: see AsyncPostgresBackend.finish.
+        self.implicit = implicit
+
+    async def _send(self, last: Pending | None) -> psycopg.AsyncCursor[Row] | None:
+        pending, self.pending, self.unsent = self.pending, [], 0
+        try:
+            return await _pipeline(self.conn, pending, last)
+        except psycopg.Error as exc:
+            _failed(self.conn)
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BaseException:
+            _failed(self.conn)  # cancelled: the server may have run part of it
+            raise
+
+    async def flush(self) -> None:
+        """Send what is held back (one round trip); nothing to do when nothing is."""
+        if self.pending:
+            await self._send(None)
 
     async def _do(self, sql: str, params: Params, how: str) -> Any:
+        if self.pending:
+            t, values = _prepared(self.conn, sql, params)
+            cur = await self._send((t.sql, values, False))
+            assert cur is not None
+            return await _result(cur, t, how)
         try:
             return await _execute(self.conn, sql, params, how)
         except StoreError as exc:
             self.failed = exc
             raise
+
+    async def run_deferred(self, sql: str, params: Params = None) -> None:
+        """run() whose result nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            await self.run(sql, params)
+            return
+        t, values = _prepared(self.conn, sql, params)
+        self.pending.append((t.sql, values, False))
+
+    async def run_many_deferred(self, sql: str,
+                                seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
+        """run_many() whose count nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            await self.run_many(sql, seq)
+            return
+        self.pending.append(_prepared_many(self.conn, sql, seq))
 
     async def run(self, sql: str, params: Params = None) -> RunResult:
         result: RunResult = await self._do(sql, params, "run")
@@ -163,6 +268,7 @@ class AsyncPgHandle:
         """Stream through a server-side cursor (closed by the transaction's end)."""
         if tx is not None and tx._handle is None:
             raise ended()
+        await self.flush()
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
@@ -190,6 +296,10 @@ class AsyncPgHandle:
             raise from_bad_input(exc) from exc
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        if self.pending:
+            cur = await self._send(_prepared_many(self.conn, sql, seq))
+            assert cur is not None
+            return cur.rowcount
         try:
             t = translate(sql, "postgres")
             if changes_session(t.sql):
@@ -205,6 +315,7 @@ class AsyncPgHandle:
             raise from_bad_input(exc) from exc
 
     async def exec(self, script: str) -> None:
+        await self.flush()  # a script goes by the simple protocol, outside any pipeline
         try:
             await _script(self.conn, script)
         except StoreError as exc:
@@ -267,27 +378,45 @@ class AsyncPostgresBackend:
     async def _start(self) -> None:
         o = self.pool_options
         try:
-            probe = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+            probe = await AsyncStoreConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {self.url}: {from_psycopg(exc)}"
             ) from exc
-        async with probe:
+        try:
             names = ", ".join(f"'{name}'" for name in SETTINGS_SHOWN)
             cur = await probe.execute(
                 f"SELECT name, setting, unit FROM pg_settings WHERE name IN ({names})")
             self._server_settings = {
                 r["name"]: r["setting"] + r["unit"] if r["unit"] else r["setting"]
                 for r in await cur.fetchall()}
+        except BaseException:
+            await probe.close()
+            raise
+        # The probe becomes the pool's first connection (configured by it like any other):
+        # a connect costs the server a process and both sides an authentication, and many
+        # agents starting at once pay that for every connection each opens.
+        backend = self
+
+        class Connection(AsyncStoreConnection):
+            @classmethod
+            async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                spare, backend._spare = backend._spare, None
+                if spare is not None and not spare.closed:
+                    return spare
+                return await AsyncStoreConnection.connect(*args, **kwargs)
+
+        self._spare: AConn | None = probe
         self._pool: psycopg_pool.AsyncConnectionPool[AConn] = psycopg_pool.AsyncConnectionPool(
             self._conninfo, kwargs=self._kwargs, min_size=o.min_size, max_size=o.max_size,
             max_idle=o.max_idle, timeout=o.timeout, reconnect_timeout=2.0,
             configure=self._configure, open=False, name="storekit-aio",
-            connection_class=AsyncStoreConnection)
+            connection_class=Connection)
         try:
             await self._pool.open(wait=o.min_size > 0, timeout=o.timeout)
         except psycopg_pool.PoolTimeout as exc:
             await self._pool.close()
+            await self._close_spare()
             raise DatabaseUnavailable(f"PostgreSQL pool could not open at {self.url}") from exc
         self.capabilities = Capabilities(
             concurrent_writers=True, network=True, listen_notify="native",
@@ -296,12 +425,21 @@ class AsyncPostgresBackend:
 
     async def _configure(self, conn: AConn) -> None:
         """A new pooled connection: its session settings and this Database's scope key."""
-        await conn.execute(self._session_settings)
-        cur = await conn.execute(_SCOPE_SCHEMAS)
+        async with conn.pipeline():  # one round trip for both
+            await conn.execute(self._session_settings)
+            cur = await conn.execute(_SCOPE_SCHEMAS)
         schemas = [r["s"] for r in await cur.fetchall()]
         if schemas:
             calls = ", ".join(f"{s}.{REGISTER}(%s)" for s in schemas)
             await conn.execute(f"SELECT {calls}", [self._scope_key] * len(schemas))
+        # Its session is what a reset would leave (the key is kept in a table, which a
+        # reset does not touch): no reset round trip when it first goes back to the pool.
+        conn.dirty = False
+
+    async def _close_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare.close()
 
     async def _reachable(self) -> bool:
         """Whether the server accepts a connection. The tasks waiting meanwhile share one
@@ -427,24 +565,26 @@ class AsyncPostgresBackend:
 
     async def begin(self, *, readonly: bool, team_id: Any = None,
                     isolation: str = "serializable") -> AsyncPgHandle:
+        # BEGIN (and the scope) go out with the first statement: see AsyncPgHandle.
+        opening: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
+        if team_id is not None:
+            team = str(team_id)
+            opening.append((f"SELECT set_config('{SETTING}', %s, true),"
+                            f" set_config('{TOKEN_SETTING}', %s, true)",
+                            (team, scope_token(self._scope_key, team)), False))
         conn = await self._getconn()
-        handle = AsyncPgHandle(conn, readonly)
-        try:
-            await handle.exec(_BEGIN[isolation, readonly])
-            if team_id is not None:
-                team = str(team_id)
-                await handle.get(f"SELECT set_config('{SETTING}', ?, true),"
-                                 f" set_config('{TOKEN_SETTING}', ?, true)",
-                                 (team, scope_token(self._scope_key, team)))
-        except BaseException:
-            await self._putconn(conn)
-            raise
-        return handle
+        if team_id is not None:
+            conn.dirty = True  # as run() marks set_config: reset before the next borrower
+        implicit = isolation == "read committed" and not readonly and team_id is None
+        return AsyncPgHandle(conn, readonly, opening, implicit)
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
         try:
+            if handle.unsent and (not commit or len(handle.pending) == handle.unsent):
+                return  # BEGIN was never sent: there is no transaction to end
             if (commit and not handle.readonly
                     and handle.conn.info.transaction_status == _IN_ERROR):
+                handle.pending = []  # they would fail too: the transaction is aborted
                 await handle.exec("ROLLBACK")
                 failed = handle.failed
                 cls = type(failed) if isinstance(failed, RETRYABLE) else OperationalError
@@ -452,14 +592,38 @@ class AsyncPostgresBackend:
                     "the transaction was aborted by an earlier error (caught inside the"
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
+            if commit and handle.pending:
+                if handle.unsent and handle.implicit:
+                    # Every statement was held back to here: without BEGIN and COMMIT the
+                    # pipeline up to its Sync is PostgreSQL's implicit transaction, all or
+                    # nothing as well, at the session's default level, which is READ
+                    # COMMITTED or stronger (a conflict there is retried as any other).
+                    del handle.pending[:handle.unsent]
+                    await handle._send(None)
+                else:
+                    await handle._send((self._commit, None, False))  # held back, COMMIT
+                return
+            handle.pending = []  # rolled back: what was held back never runs
             await handle.exec(self._commit if commit else "ROLLBACK")
         finally:
             await self._putconn(handle.conn)
 
     async def savepoint(self, handle: Any, name: str) -> None:
-        await handle.exec(f"SAVEPOINT {name}")
+        # Through run(): what is held back (BEGIN included) goes in the same round trip,
+        # and what is deferred from now on belongs to this savepoint.
+        await handle.run(f"SAVEPOINT {name}")
 
     async def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if commit and handle.pending:
+            try:
+                await handle.run(f"RELEASE SAVEPOINT {name}")  # after the held-back writes
+                return
+            except Exception:
+                # One failed: undo the savepoint's work, as for an error inside the block.
+                await handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
+                await handle.exec(f"RELEASE SAVEPOINT {name}")
+                raise
+        handle.pending = []  # the savepoint's held-back writes, rolled back with it
         if not commit:
             await handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
         await handle.exec(f"RELEASE SAVEPOINT {name}")
@@ -485,3 +649,4 @@ class AsyncPostgresBackend:
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._discarding)
         await self._pool.close()
+        await self._close_spare()  # min_size=0: the pool may never have taken it
