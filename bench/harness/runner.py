@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -120,9 +120,12 @@ class Plan:
             raise ValueError("workers must be 'processes' or 'threads'")
 
     def specs(self) -> list[RunSpec]:
+        # Each repetition starts the workloads and configs of a cell one further along:
+        # the first run after a change of agent count pays for warming the machine, and
+        # must not always be the same one's.
         return [RunSpec(w, c.name, a, rep, think, rtt) for rep in range(self.repetitions)
-                for rtt in self.rtt_ms for think in self.think_ms
-                for a in self.agents for w in self.workloads for c in self.configs
+                for rtt in self.rtt_ms for think in self.think_ms for a in self.agents
+                for w in _rotated(self.workloads, rep) for c in _rotated(self.configs, rep)
                 if skip_reason(w, c, think, rtt) is None]
 
     def skipped(self) -> list[str]:
@@ -146,6 +149,14 @@ class Plan:
         return sum(per_run + (ROUND_TRIP_SAMPLES * s.rtt_ms / 1000 + 0.5
                               if CONFIGS[s.config].backend == "postgres" else 0.0)
                    for s in self.specs())
+
+
+T = TypeVar("T")
+
+
+def _rotated(items: list[T], k: int) -> list[T]:
+    k = k % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def skip_reason(workload: str, config: Config, think_ms: float, rtt_ms: float) -> str | None:

@@ -202,3 +202,18 @@ def test_verify_detects_a_lost_write_and_a_lost_update(tmp_path: Path) -> None:
             assert "lost updates" in lost_update["detail"]
     finally:
         runner.close()
+
+
+def test_each_repetition_starts_a_cell_with_another_workload_and_config() -> None:
+    plan = Plan(workloads=["langgraph", "langgraph-postgres"], configs=[CONFIGS["postgres"]],
+                agents=[1, 4], duration=1.0, warmup=0.0, repetitions=3, corpus=0)
+    specs = plan.specs()
+    firsts = {}
+    for s in specs:
+        firsts.setdefault((s.rep, s.agents), s.workload)
+    assert [firsts[(rep, 4)] for rep in range(3)] == [
+        "langgraph", "langgraph-postgres", "langgraph"]
+    assert len(specs) == 3 * 2 * 2  # every run is still there
+    both = Plan(workloads=["agent-write"], configs=[CONFIGS["sqlite-wal"], CONFIGS["postgres"]],
+                agents=[1], duration=1.0, warmup=0.0, repetitions=2, corpus=0).specs()
+    assert [s.config for s in both] == ["sqlite-wal", "postgres", "postgres", "sqlite-wal"]
