@@ -146,26 +146,21 @@ class _Session:
 
     def _forward(self, src: socket.socket, dst: socket.socket) -> None:
         delay, clock = self.server.delay, self.server.clock
-        if delay:
-            chunks: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_QUEUED)
-            self._spawn(self._send_due, chunks, src, dst)
-            src.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if not delay:
+            _relay(src, dst)
+            return
+        chunks: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_QUEUED)
+        self._spawn(self._send_due, chunks, src, dst)
+        src.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         while True:
             try:
                 data, ancdata, _, _ = src.recvmsg(_CHUNK, _CMSG_SPACE)
             except OSError:  # src was reset: so is dst, when the RST would reach it
-                if delay:
-                    clock.wait_until(time.monotonic_ns() + delay)
+                clock.wait_until(time.monotonic_ns() + delay)
                 _abort(dst)  # also wakes our sender should it be stuck sending to dst
-                if delay:
-                    chunks.put((0, _RESET))
+                chunks.put((0, _RESET))
                 return
-            if not delay:
-                if not _send(data, dst):
-                    _abort(src)  # dst is gone: so is src
-                    return
-            else:
-                chunks.put((clock.arrival(ancdata) + delay, data))
+            chunks.put((clock.arrival(ancdata) + delay, data))
             if not data:
                 return
 
@@ -189,7 +184,24 @@ class _Session:
                 return
 
 
-def _send(data: bytes, dst: socket.socket) -> bool:
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    """No delay: each chunk straight on, through one reused buffer."""
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    while True:
+        try:
+            n = src.recv_into(buf)
+        except OSError:  # src was reset: so is dst
+            _abort(dst)
+            return
+        if not _send(view[:n], dst):
+            _abort(src)  # dst is gone: so is src
+            return
+        if not n:
+            return
+
+
+def _send(data: bytes | memoryview, dst: socket.socket) -> bool:
     """Forward data, or the EOF (b""); False when the destination is gone."""
     try:
         if data:
