@@ -202,7 +202,7 @@ def test_report_executes_every_notebook_with_data(
     executed = sorted(p.stem for p in report.glob("*.ipynb"))
     # 04-deployment needs the agent-step workload, which this run does not have.
     assert executed == [p.stem for p in sources() if p.stem != "04-deployment"]
-    assert len(executed) == 4
+    assert len(executed) == 5  # 05-langgraph finds the committed LangGraph run
     index = (report / "index.html").read_text()
     assert "not run: 04-deployment" in index
     assert "writing flat out" in index  # the verdict, from agent-write
