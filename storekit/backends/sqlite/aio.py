@@ -312,6 +312,7 @@ class AsyncSqliteBackend:
     async def _acquire_writer(self) -> None:
         started = time.monotonic()
         if not self._queue.try_acquire() and not await self._queue.acquire():
+            self._check_open()
             raise BusyError(f"waited {self._timeout:g} s for the write lock on {self.where}")
         sync = self._sync
         try:
@@ -380,6 +381,7 @@ class AsyncSqliteBackend:
 
     async def _hold_memory(self) -> None:
         if not self._queue.try_acquire() and not await self._queue.acquire():
+            self._check_open()
             raise BusyError(f"waited {self._timeout:g} s for the {self.where}"
                             " (another task's transaction holds it)")
 
@@ -579,7 +581,12 @@ class AsyncSqliteBackend:
         await ensure_events_table(db)
         return SqliteListener(sub, db)
 
+    def _check_open(self) -> None:
+        if self._queue.closed:
+            raise StoreError(f"the database {self._sync.url} is closed")  # as AsyncDatabase's
+
     async def close(self) -> None:
+        self._queue.close()  # the tasks queued for the write lock get an error now
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
