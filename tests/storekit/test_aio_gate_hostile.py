@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -397,3 +399,82 @@ def test_sqlite_gate_times_out_on_a_second_event_loop(tmp_path: Any) -> None:
         asyncio.run(queue_once(db, expect_busy=False))
     finally:
         asyncio.run(db.close())
+
+
+# Another program's writer holds SQLite's lock until the test writes a line to its stdin.
+HOLD_UNTIL_TOLD = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO t VALUES (0)")
+print("holding", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+def _holder(script: str, *args: object) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _let_go(proc: subprocess.Popen[str]) -> None:
+    proc.communicate("go\n", timeout=HANG)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("where", ["autocommit", "begin"])
+async def test_sqlite_timeout_while_another_program_writes(tmp_path: Any, where: str) -> None:
+    """A write waiting (in a thread) behind another program's BEGIN IMMEDIATE, under
+    asyncio.timeout(): the timeout is answered while the other program still holds the
+    lock. sqlite3's interrupt() does not end a busy handler's sleep, so the cancelled
+    task used to wait the whole busy timeout (here 100 s), holding the write gate; now the
+    thread waits in short slices and lets go between two. The tasks queued behind it
+    are served in order once the other program commits."""
+    path = tmp_path / "busy.db"
+    async with await aio.open_database(path, busy_timeout_ms=100_000) as db:
+        await db.exec("CREATE TABLE t (x INTEGER)")
+        gate = _gate(db)
+        order: list[int] = []
+
+        async def write(x: int) -> None:
+            if where == "begin":
+                async with db.transaction() as tx:
+                    await tx.run("INSERT INTO t VALUES (?)", (x,))
+            else:
+                await db.run("INSERT INTO t VALUES (?)", (x,))
+            order.append(x)
+
+        proc = await asyncio.to_thread(_holder, HOLD_UNTIL_TOLD, path)
+        try:
+            first = asyncio.create_task(write(1))  # let through, then waits in the thread
+            await _until(lambda: gate._free == 0, "the write lock taken")
+            queued = []
+            for x in (2, 3, 4):
+                queued.append(asyncio.create_task(write(x)))
+                await _until(lambda: gate.waiting == len(queued), "queued")
+            queued[1].cancel()  # leaves the queue
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(first, HANG)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await write(5)  # gives up while queued
+        finally:
+            await asyncio.to_thread(_let_go, proc)
+        await asyncio.wait_for(asyncio.gather(queued[0], queued[2]), HANG)
+        assert order == [2, 4]
+        rows = await db.all("SELECT x FROM t ORDER BY x")
+        assert [r["x"] for r in rows] == [0, 2, 4]
+        code = ("import storekit, sys\n"
+                "with storekit.create_database(sys.argv[1], busy_timeout_ms=20000) as db:\n"
+                "    db.run('INSERT INTO t (x) VALUES (6)')\n")
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code,
+                                                        f"sqlite:///{path}"],
+                                       timeout=HANG, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        await db.run("INSERT INTO t VALUES (7)")
+        assert (await db.get("SELECT count(*) AS n FROM t")) == {"n": 5}
