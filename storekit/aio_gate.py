@@ -17,7 +17,11 @@ good part of a hand-off when 1,000 tasks take turns.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
+
+# _free once closed: the releases still to come never bring it above 0.
+_CLOSED = -sys.maxsize
 
 
 class Gate:
@@ -26,9 +30,10 @@ class Gate:
 
     Cancellation-safe: a cancelled waiter leaves the queue, or passes its place on if it
     was admitted just as it was cancelled. Each admission is ended by one release().
-    One event loop at a time (an AsyncDatabase's)."""
+    close() turns every waiter away (False), and every later caller. One event loop at a
+    time (an AsyncDatabase's): a later loop gets a timer of its own."""
 
-    __slots__ = ("_free", "_timeout", "_timer", "_waiters")
+    __slots__ = ("_free", "_loop", "_timeout", "_timer", "_waiters")
 
     def __init__(self, size: int, timeout: float) -> None:
         self._free = size
@@ -37,6 +42,7 @@ class Gate:
         # cancelled are skipped by release().
         self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
         self._timer: asyncio.TimerHandle | None = None  # for the oldest waiter's deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     def try_acquire(self) -> bool:
         # _free > 0 only when no task waits: release() hands a place straight on.
@@ -46,11 +52,15 @@ class Gate:
         return False
 
     async def acquire(self) -> bool:
-        """A place: True once admitted, False after the gate's timeout."""
+        """A place: True once admitted, False after the gate's timeout or once closed."""
         if self._free > 0:
             self._free -= 1
             return True
+        if self._free < 0:
+            return False  # closed
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._moved_to(loop)
         fut: asyncio.Future[bool] = loop.create_future()
         deadline = loop.time() + self._timeout
         self._waiters.append((deadline, fut))
@@ -71,6 +81,31 @@ class Gate:
                 fut.set_result(True)
                 return
         self._free += 1
+
+    def _moved_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The first wait on a new event loop: a timer left pending on the last one (whose
+        oldest waiter was admitted before its deadline) would never fire, and waiters
+        never time out; the waiters of a closed loop can never take a place."""
+        self._loop = loop
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiters = deque(w for w in self._waiters if not w[1].get_loop().is_closed())
+
+    def close(self) -> None:
+        """Admit nobody any more: the waiters, and every later acquire(), get False."""
+        self._free = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters, self._waiters = self._waiters, deque()
+        for _, fut in waiters:
+            if not fut.done() and not fut.get_loop().is_closed():
+                fut.set_result(False)
+
+    @property
+    def closed(self) -> bool:
+        return self._free < 0
 
     def _expire(self) -> None:
         """The oldest waiters' deadline: those past it give up; the timer moves on."""

@@ -475,7 +475,7 @@ class AsyncPostgresBackend:
         if not gate.try_acquire():
             arrived = time.monotonic()
             if not await gate.acquire():
-                raise self._pool_timeout()
+                raise self._closed() if gate.closed else self._pool_timeout()
             if not self._probe_ok and self._probed_at >= arrived - 1.0:
                 gate.release()  # a probe made while this task waited found the server down
                 raise DatabaseUnavailable(f"PostgreSQL at {self.url} is not answering")
@@ -492,9 +492,15 @@ class AsyncPostgresBackend:
                 return await self._pool.getconn(timeout=max(0.001, timeout - first))
             except psycopg_pool.PoolTimeout as exc:
                 raise self._pool_timeout() from exc
+        except psycopg_pool.PoolClosed as exc:  # closed while this task was let through
+            gate.release()
+            raise self._closed() from exc
         except BaseException:
             gate.release()
             raise
+
+    def _closed(self) -> StoreError:
+        return StoreError(f"the database {self.url} is closed")  # as AsyncDatabase's
 
     def _pool_timeout(self) -> PoolTimeout:
         return PoolTimeout(f"no PostgreSQL connection free within "
@@ -646,6 +652,7 @@ class AsyncPostgresBackend:
         return PostgresListener(sub, listen_conninfo(db))
 
     async def close(self) -> None:
+        self._gate.close()  # the tasks queued for a connection get an error now
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._discarding)
         await self._pool.close()

@@ -69,7 +69,9 @@ MANY_ON_LOOP_ROWS = 16  # run_many in a write transaction: up to this many rows 
 # hold the loop for many milliseconds, the first time as much as later.
 MANY_ON_LOOP_BYTES = 64 * 1024
 _INF = float("inf")
-_RERUN = (5, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
+_BUSY = 5  # SQLITE_BUSY
+_RERUN = (_BUSY, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
+BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at a cancel
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
 _AGAIN: Any = object()
 T = TypeVar("T")
@@ -255,23 +257,24 @@ class AsyncSqliteBackend:
             result = self._try(c, fn, interruptible, sql, params)
             if result is not _AGAIN:
                 return result
-            return await self._off_loop(c, fn, sql, params)
+            return await self._off_loop(c, fn, sql, params, again=True)
         job = _Job()
-        result = await self._off_loop(c, fn, sql, params, job=job)
+        result = await self._off_loop(c, fn, sql, params, job=job, again=True)
         if job.seconds < BUDGET_S / 2:
             self._slow.pop(sql, None)  # fast again (a load spike had marked it): on the loop
         return result
 
     async def _off_loop(self, c: _Conn, fn: Callable[..., T], *args: Any,
-                        job: _Job | None = None) -> T:
+                        job: _Job | None = None, again: bool = False) -> T:
         """fn(*args) in a worker thread, with the busy timeout on. Never returns while the
-        thread still uses the connection: a cancellation interrupts it and waits."""
+        thread still uses the connection: a cancellation interrupts it and waits.
+        again: fn is one statement, which SQLITE_BUSY leaves undone (see _in_thread)."""
         job = job or _Job()
         if c is self._w:
             self._tx_heavy = self._write_tx  # its COMMIT may be long too
         pool = self._wpool if c is self._w else self._rpool
         fut = asyncio.get_running_loop().run_in_executor(
-            pool, self._in_thread, c, job, functools.partial(fn, *args))
+            pool, self._in_thread, c, job, functools.partial(fn, *args), again)
         try:
             await asyncio.wait((fut,))
         except asyncio.CancelledError:
@@ -290,14 +293,30 @@ class AsyncSqliteBackend:
             self._tx_lost = True  # as in _try
         return fut.result()
 
-    def _in_thread(self, c: _Conn, job: _Job, call: Callable[[], T]) -> T:
+    def _in_thread(self, c: _Conn, job: _Job, call: Callable[[], T], again: bool) -> T:
         if job.cancelled:
             raise _Abandoned  # the caller gave up before the thread started
         conn = c.conn
-        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         start = time.monotonic()
         try:
-            return call()
+            if not again or conn.in_transaction:
+                conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+                return call()
+            # interrupt() does not end the busy handler's sleep: a cancelled caller would
+            # wait out the whole busy timeout, holding the write lock's queue. One
+            # statement outside a transaction (BEGIN, an autocommit one) that meets
+            # SQLITE_BUSY did nothing and may run again (SQLite's rule), so the wait goes
+            # in slices, and a cancellation is seen between two.
+            deadline = start + self._timeout
+            while True:
+                left = int((deadline - time.monotonic()) * 1000)
+                conn.execute(f"PRAGMA busy_timeout={max(1, min(BUSY_SLICE_MS, left))}")
+                try:
+                    return call()
+                except BusyError as exc:
+                    if (getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF != _BUSY
+                            or job.cancelled or left <= BUSY_SLICE_MS):
+                        raise
         finally:
             job.seconds = time.monotonic() - start
             conn.execute("PRAGMA busy_timeout=0")
@@ -312,6 +331,7 @@ class AsyncSqliteBackend:
     async def _acquire_writer(self) -> None:
         started = time.monotonic()
         if not self._queue.try_acquire() and not await self._queue.acquire():
+            self._check_open()
             raise BusyError(f"waited {self._timeout:g} s for the write lock on {self.where}")
         sync = self._sync
         try:
@@ -380,6 +400,7 @@ class AsyncSqliteBackend:
 
     async def _hold_memory(self) -> None:
         if not self._queue.try_acquire() and not await self._queue.acquire():
+            self._check_open()
             raise BusyError(f"waited {self._timeout:g} s for the {self.where}"
                             " (another task's transaction holds it)")
 
@@ -579,7 +600,12 @@ class AsyncSqliteBackend:
         await ensure_events_table(db)
         return SqliteListener(sub, db)
 
+    def _check_open(self) -> None:
+        if self._queue.closed:
+            raise StoreError(f"the database {self._sync.url} is closed")  # as AsyncDatabase's
+
     async def close(self) -> None:
+        self._queue.close()  # the tasks queued for the write lock get an error now
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
