@@ -160,11 +160,17 @@ async def test_pg_close_while_a_task_waits_in_the_pool(storekit_postgres_url: st
     db = await aio.create_database(storekit_postgres_url, pool=storekit.PoolOptions(
         min_size=0, max_size=1, timeout=300))
     pool: Any = db._backend._pool  # type: ignore[attr-defined]
-    call = asyncio.create_task(db.get("SELECT 1 AS one"))
-    await _until(lambda: len(pool._waiting) == 1, "a task waiting in the pool")
-    await asyncio.wait_for(db.close(), HANG)
-    with pytest.raises(storekit.StoreError, match="is closed") as caught:
-        await asyncio.wait_for(call, HANG)
+    # The pool's one connection (the one storekit opened it with) taken out behind storekit's
+    # back: the gate has a place free, so the next task waits inside the pool.
+    taken = await pool.getconn()
+    try:
+        call = asyncio.create_task(db.get("SELECT 1 AS one"))
+        await _until(lambda: len(pool._waiting) == 1, "a task waiting in the pool")
+        await asyncio.wait_for(db.close(), HANG)
+        with pytest.raises(storekit.StoreError, match="is closed") as caught:
+            await asyncio.wait_for(call, HANG)
+    finally:
+        await taken.close()
     assert type(caught.value) is storekit.StoreError
     assert caught.value.__cause__ is not None
 
