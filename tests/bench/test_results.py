@@ -76,7 +76,8 @@ def test_notebooks_have_one_source_each_with_a_parameters_cell() -> None:
 
     books = sources()
     assert [b.stem for b in books] == ["00-recommendation", "01-agent-write",
-                                       "02-read-while-write", "03-search", "04-deployment"]
+                                       "02-read-while-write", "03-search", "04-deployment",
+                                       "05-langgraph"]
     assert not list(NOTEBOOKS.glob("*.ipynb"))
     for book in books:
         nb = jupytext.read(book)
