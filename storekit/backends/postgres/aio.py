@@ -17,6 +17,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -40,6 +41,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     connect_timeout,
 )
+from storekit.backends.postgres.pipeline import apipeline
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
     BAD_INPUT,
@@ -66,6 +68,11 @@ class AsyncStoreConnection(psycopg.AsyncConnection[Row]):
 
     dirty = True  # until the first reset, assume the worst (class defaults: no __init__)
     _statement_cursor: psycopg.AsyncCursor[Row] | None = None
+
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[psycopg.AsyncPipeline]:
+        async with apipeline(self) as p:  # no Flush after the last Sync (pipeline.py)
+            yield p
 
 
 AConn = AsyncStoreConnection

@@ -45,6 +45,7 @@ from storekit.backends.base import (
     RunResult,
     SqliteOptions,
 )
+from storekit.backends.postgres.pipeline import pipeline
 from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
@@ -118,6 +119,11 @@ class StoreConnection(psycopg.Connection[Row]):
 
     dirty = True  # until the first reset, assume the worst (class defaults: no __init__)
     _statement_cursor: psycopg.Cursor[Row] | None = None
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[psycopg.Pipeline]:
+        with pipeline(self) as p:  # no Flush after the last Sync (pipeline.py)
+            yield p
 
     def run_sql(self, sql: str, params: Any) -> psycopg.Cursor[Row]:
         if changes_session(sql):
