@@ -37,7 +37,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from storekit.aio_gate import Gate
@@ -72,6 +72,9 @@ _INF = float("inf")
 _BUSY = 5  # SQLITE_BUSY
 _RERUN = (_BUSY, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
 BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at a cancel
+# A statement on the loop never suspends the task: after this long without a turn for
+# other tasks (a loop of many short statements), the next statement yields first.
+TURN_S = 0.002
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
 _AGAIN: Any = object()
 T = TypeVar("T")
@@ -185,6 +188,8 @@ class AsyncSqliteBackend:
         self._tx_lost = False  # SQLite rolled it back (an interrupted write): refuse the rest
         self._tx_heavy = False  # the write transaction ran something off the loop
         self._tx_changes = 0  # the writer's total_changes when it began
+        self._checkpointing: Future[None] | None = None  # one outside the turn, running
+        self._turn_at = time.monotonic()  # when a statement last let other tasks run
         # Without WAL or with synchronous=full a COMMIT waits for readers or the disk.
         self._commit_off_loop = (o.synchronous.lower() in ("full", "extra")
                                  or o.journal_mode.lower() != "wal")
@@ -249,8 +254,14 @@ class AsyncSqliteBackend:
                     self._slow.clear()
                 self._slow[sql] = self._slow.get(sql, 0) + 1
 
+    async def _turn(self) -> None:
+        if time.monotonic() - self._turn_at > TURN_S:
+            await asyncio.sleep(0)
+            self._turn_at = time.monotonic()
+
     async def _stmt(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
                     params: Params) -> T:
+        await self._turn()
         if self._tx_lost and c is self._w:
             raise OperationalError("the transaction was rolled back by SQLite; end it")
         if self._slow.get(sql, 0) < SLOW_STRIKES:
@@ -387,9 +398,13 @@ class AsyncSqliteBackend:
         sync = self._sync
         cp, lease = sync._checkpoints, sync._lease
         if cp is not None and cp.due():
-            if lease is not None and not cp.blocked and lease.others_waiting():
-                self._let_go(hand_over=True)
-                self._rpool.submit(cp.run, in_turn=False)  # while the next process writes
+            others = lease is not None and not cp.blocked and lease.others_waiting()
+            if others or (not cp.blocked and self._queue.waiting > 0):
+                # The next writer, another process's or a task of this one, writes while
+                # the WAL is copied back: a PASSIVE checkpoint does not block writers.
+                self._let_go(hand_over=others)
+                if self._checkpointing is None or self._checkpointing.done():
+                    self._checkpointing = self._rpool.submit(cp.run, in_turn=False)
                 return
             # In the turn, as SQLite would: this process's next writer waits for it.
             fut = asyncio.get_running_loop().run_in_executor(
@@ -425,6 +440,7 @@ class AsyncSqliteBackend:
     async def get(self, sql: str, params: Params = None) -> Row | None:
         if self.memory:
             return await self._memory(self._w.handle.get, sql, params)
+        await self._turn()
         c = self._idle.pop() if self._idle else await self._reader()
         try:
             row = (self._try(c, c.handle.get, True, sql, params) if self._is_read(sql)
@@ -437,6 +453,7 @@ class AsyncSqliteBackend:
     async def all(self, sql: str, params: Params = None) -> list[Row]:
         if self.memory:
             return await self._memory(self._w.handle.all, sql, params)
+        await self._turn()
         c = self._idle.pop() if self._idle else await self._reader()
         try:
             rows = (self._try(c, c.handle.all, True, sql, params) if self._is_read(sql)
