@@ -582,7 +582,7 @@ class SqliteBackend:
         """Never raises for a write that committed: checkpoint errors are swallowed (as
         SQLite's own automatic checkpoint's are), and the locks are released whatever
         happens; only an exception raised into this thread (a signal handler) leaves."""
-        outside = False
+        outside = others = False
         try:
             conn = self._writer.conn
             if conn.in_transaction:
@@ -590,20 +590,25 @@ class SqliteBackend:
                 # never pass on a write lock SQLite still holds for this connection.
                 with contextlib.suppress(Exception):
                     conn.execute("ROLLBACK")
-            if self._checkpoints is not None and self._checkpoints.due():
-                if (self._lease is not None and not self._checkpoints.blocked
-                        and self._lease.others_waiting()):
+            cp = self._checkpoints
+            if cp is not None and cp.due():
+                # Another process, or a thread of this one, writes while this thread
+                # copies the WAL back: a PASSIVE checkpoint does not block writers.
+                others = (self._lease is not None and not cp.blocked
+                          and self._lease.others_waiting())
+                if others or (not cp.blocked and self._lock.__class__ is FairLock
+                              and self._lock.others_waiting()):
                     outside = True
                 else:
                     # Nobody waits, or a reader holds it back: in the turn, as SQLite would.
-                    self._checkpoints.run(in_turn=True)
+                    cp.run(in_turn=True)
         finally:
             # Each release is tried once more if an exception interrupts it (a signal
             # handler raising at its entry): both are idempotent, the lock's by owner.
             lease = self._lease
             try:
                 if lease is not None:
-                    lease.release(hand_over=outside)
+                    lease.release(hand_over=others)
             except BaseException:
                 if lease is not None:
                     lease.release(hand_over=True)
@@ -619,7 +624,7 @@ class SqliteBackend:
                     raise
         if outside:
             assert self._checkpoints is not None
-            self._checkpoints.run(in_turn=False)  # the bulk, while the next process writes
+            self._checkpoints.run(in_turn=False)  # the bulk, while the next writer writes
 
     def _release_held(self) -> None:
         """_release_writer if this thread holds the writer: callers call it once more when

@@ -105,6 +105,10 @@ class FairLock:
     def locked(self) -> bool:
         return self._node is not None or not self._tail.done
 
+    def others_waiting(self) -> bool:
+        """Whether a thread queued behind the holder (a hint: it may be leaving)."""
+        return self._tail is not self._node
+
     def owned(self) -> bool:
         """True if the calling thread holds the lock."""
         return self._owner == _thread.get_ident()
