@@ -11,8 +11,11 @@ statements run on the loop, and only what may wait or run long leaves it:
   a WAL recovery) runs again in a thread with the configured timeout.
 - Tasks queue for the write connection in arrival order (storekit/aio_gate.py). The
   process's cross-process turn (writelock.WriteLease) is taken on the loop when the
-  process holds it, else awaited from a thread; checkpoints run in a thread while the
-  turn is held, as the sync backend runs them in the committer's thread.
+  process holds it, else awaited from a thread. A checkpoint runs in a thread: beside
+  the next writer when tasks or another process wait (a PASSIVE checkpoint does not
+  block writers), else in the turn, as the sync backend does.
+- A statement on the loop never suspends its task, so one that finds no other task has
+  run for TURN_S yields first: a loop over short statements does not hold the loop.
 - A write inside an explicit transaction cannot be interrupted (SQLite rolls back the
   whole transaction), so it runs on the loop; a statement that once took longer than
   the budget runs in a thread from then on, as does run_many of more than
@@ -255,13 +258,14 @@ class AsyncSqliteBackend:
                 self._slow[sql] = self._slow.get(sql, 0) + 1
 
     async def _turn(self) -> None:
-        if time.monotonic() - self._turn_at > TURN_S:
-            await asyncio.sleep(0)
-            self._turn_at = time.monotonic()
+        """Let other tasks run (callers check TURN_S first: no coroutine per statement)."""
+        await asyncio.sleep(0)
+        self._turn_at = time.monotonic()
 
     async def _stmt(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
                     params: Params) -> T:
-        await self._turn()
+        if time.monotonic() - self._turn_at > TURN_S:
+            await self._turn()
         if self._tx_lost and c is self._w:
             raise OperationalError("the transaction was rolled back by SQLite; end it")
         if self._slow.get(sql, 0) < SLOW_STRIKES:
@@ -440,7 +444,8 @@ class AsyncSqliteBackend:
     async def get(self, sql: str, params: Params = None) -> Row | None:
         if self.memory:
             return await self._memory(self._w.handle.get, sql, params)
-        await self._turn()
+        if time.monotonic() - self._turn_at > TURN_S:
+            await self._turn()
         c = self._idle.pop() if self._idle else await self._reader()
         try:
             row = (self._try(c, c.handle.get, True, sql, params) if self._is_read(sql)
@@ -453,7 +458,8 @@ class AsyncSqliteBackend:
     async def all(self, sql: str, params: Params = None) -> list[Row]:
         if self.memory:
             return await self._memory(self._w.handle.all, sql, params)
-        await self._turn()
+        if time.monotonic() - self._turn_at > TURN_S:
+            await self._turn()
         c = self._idle.pop() if self._idle else await self._reader()
         try:
             rows = (self._try(c, c.handle.all, True, sql, params) if self._is_read(sql)
