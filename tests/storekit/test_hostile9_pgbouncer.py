@@ -75,7 +75,7 @@ def test_async_failures_and_cancellations_leave_the_server_connection(
         relayed: tuple[str, FlushHolder]) -> None:
     url, holder = relayed
 
-    async def check(second: aio.Database, n: int) -> None:
+    async def check(second: aio.AsyncDatabase, n: int) -> None:
         await asyncio.sleep(HOLD_S * 2)
         row = await asyncio.wait_for(second.get("SELECT count(*) AS n FROM u"), WAIT_S)
         assert row == {"n": n}
