@@ -148,6 +148,7 @@ async def test_close_while_a_checkpoint_runs_outside_the_turn(
         run(self, in_turn=in_turn)
 
     monkeypatch.setattr(Checkpointer, "run", held_run)
+    before = set(threading.enumerate())  # other tests' threads are not this one's
     url = f"sqlite:///{tmp_path / 'c.db'}"
     db = await aio.create_database(url, sqlite=SqliteOptions(wal_autocheckpoint=2))
     await db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
@@ -167,7 +168,7 @@ async def test_close_while_a_checkpoint_runs_outside_the_turn(
     await asyncio.sleep(0.2)
     let_go.set()
     await asyncio.wait_for(closing, WAIT_S)
-    names = [t.name for t in threading.enumerate()]
+    names = [t.name for t in set(threading.enumerate()) - before]
     assert not [n for n in names if n.startswith("storekit-aio")], names
     check = subprocess.run(
         [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
