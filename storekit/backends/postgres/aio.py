@@ -41,7 +41,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     connect_timeout,
 )
-from storekit.backends.postgres.pipeline import apipeline
+from storekit.backends.postgres.pipeline import apipeline, apipeline_nolock
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
     BAD_INPUT,
@@ -72,6 +72,11 @@ class AsyncStoreConnection(psycopg.AsyncConnection[Row]):
     @asynccontextmanager
     async def pipeline(self) -> AsyncIterator[psycopg.AsyncPipeline]:
         async with apipeline(self) as p:  # no Flush after the last Sync (pipeline.py)
+            yield p
+
+    @asynccontextmanager
+    async def _pipeline_nolock(self) -> AsyncIterator[psycopg.AsyncPipeline]:
+        async with apipeline_nolock(self) as p:  # executemany()'s pipeline: no Flush either
             yield p
 
 

@@ -45,7 +45,7 @@ from storekit.backends.base import (
     RunResult,
     SqliteOptions,
 )
-from storekit.backends.postgres.pipeline import pipeline
+from storekit.backends.postgres.pipeline import pipeline, pipeline_nolock
 from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
@@ -123,6 +123,11 @@ class StoreConnection(psycopg.Connection[Row]):
     @contextlib.contextmanager
     def pipeline(self) -> Iterator[psycopg.Pipeline]:
         with pipeline(self) as p:  # no Flush after the last Sync (pipeline.py)
+            yield p
+
+    @contextlib.contextmanager
+    def _pipeline_nolock(self) -> Iterator[psycopg.Pipeline]:
+        with pipeline_nolock(self) as p:  # executemany()'s pipeline: no Flush either
             yield p
 
     def run_sql(self, sql: str, params: Any) -> psycopg.Cursor[Row]:

@@ -68,3 +68,32 @@ async def apipeline(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg
         if current.level == 0:
             async with conn.lock:
                 conn._pipeline = None
+
+
+# psycopg's executemany() outside a pipeline opens one with _pipeline_nolock(), its own
+# Pipeline class: the connections' overrides call these so that one has no Flush either.
+
+
+@contextmanager
+def pipeline_nolock(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Pipeline]:
+    """conn._pipeline_nolock() (the caller holds conn.lock) with Pipeline."""
+    assert not conn._pipeline
+    current = conn._pipeline = Pipeline(conn, _no_lock=True)
+    try:
+        with current:
+            yield current
+    finally:
+        conn._pipeline = None
+
+
+@asynccontextmanager
+async def apipeline_nolock(
+        conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg.AsyncPipeline]:
+    """conn._pipeline_nolock() (the caller holds conn.lock) with AsyncPipeline."""
+    assert not conn._pipeline
+    current = conn._pipeline = AsyncPipeline(conn, _no_lock=True)
+    try:
+        async with current:
+            yield current
+    finally:
+        conn._pipeline = None

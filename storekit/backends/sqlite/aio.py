@@ -206,6 +206,7 @@ class AsyncSqliteBackend:
     async def _reader(self) -> _Conn:
         if self._idle:
             return self._idle.pop()
+        self._check_open()  # a connection opened now would outlive close()
         c: _Conn = await _settled(asyncio.to_thread(self._open_reader), self._idle.append)
         return c
 
@@ -228,6 +229,8 @@ class AsyncSqliteBackend:
     def _try(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
              params: Params) -> T:
         """fn(sql, params) on the loop; _AGAIN if it must run again off the loop."""
+        if self._queue.closed:
+            self._check_open()  # see close(): the connections may be closing in a thread
         start = time.monotonic()
         if interruptible:
             if c is self._w and self._write_tx:
@@ -284,6 +287,8 @@ class AsyncSqliteBackend:
         """fn(*args) in a worker thread, with the busy timeout on. Never returns while the
         thread still uses the connection: a cancellation interrupts it and waits.
         again: fn is one statement, which SQLITE_BUSY leaves undone (see _in_thread)."""
+        if self._queue.closed:
+            self._check_open()  # the pools are shut down or shutting down
         job = job or _Job()
         if c is self._w:
             self._tx_heavy = self._write_tx  # its COMMIT may be long too
@@ -337,6 +342,8 @@ class AsyncSqliteBackend:
             conn.execute("PRAGMA busy_timeout=0")
 
     def _raw(self, c: _Conn, statement: str, _params: Params = None) -> None:
+        if self._queue.closed:
+            self._check_open()
         try:
             c.conn.execute(statement)
         except sqlite3.Error as exc:
@@ -371,6 +378,8 @@ class AsyncSqliteBackend:
         """fn(*args) in the writer's thread while this task holds the write lock. If the
         task is cancelled, the lock is given back when the thread is done, not before
         (leased: whether the turn is held then; None: what fn returned says)."""
+        if self._queue.closed:
+            self._check_open()
         fut = asyncio.get_running_loop().run_in_executor(self._wpool, fn, *args)
         try:
             await asyncio.wait((fut,))
@@ -395,6 +404,9 @@ class AsyncSqliteBackend:
     def _release_writer(self) -> None:
         """Roll back what is left open, checkpoint when due (in a thread), give back."""
         self._write_tx = self._tx_lost = self._tx_heavy = False
+        if self._queue.closed:  # close() rolls back; its thread may be closing conn now
+            self._let_go()
+            return
         conn = self._w.conn
         if conn.in_transaction:
             with contextlib.suppress(Exception):
@@ -485,6 +497,7 @@ class AsyncSqliteBackend:
         thread: an interrupted fetch could not resume where it stopped."""
         if tx is not None and tx._handle is None:
             raise ended()
+        await self._turn()  # its first batch runs on the loop, as _stmt's statements
         own = c is None
         if c is None:
             if self.memory:  # read whole under the lock, as the sync backend does
@@ -513,7 +526,8 @@ class AsyncSqliteBackend:
                         raise ended()
                     batch = await self._off_loop(c, self._fetch, cur)
             finally:
-                cur.close()  # a half-read cursor would keep the connection's snapshot open
+                if not self._queue.closed:  # else close() closes the connection, maybe now
+                    cur.close()  # a half-read cursor would keep the connection's snapshot open
         finally:
             if own:
                 self._idle.append(c)
@@ -572,6 +586,7 @@ class AsyncSqliteBackend:
     async def finish(self, handle: Any, *, commit: bool) -> None:
         c: _Conn = handle.c
         try:
+            self._check_open()  # closing: close() rolls back, maybe in its thread now
             if commit and c is self._w and (self._tx_lost or not c.conn.in_transaction):
                 raise OperationalError("SQLite rolled this transaction back (an interrupted"
                                        " write); nothing was committed")
@@ -587,7 +602,7 @@ class AsyncSqliteBackend:
                     await self._stmt(c, functools.partial(self._raw, c), False, "COMMIT",
                                      None)
         except BaseException:
-            if c.conn.in_transaction:
+            if not self._queue.closed and c.conn.in_transaction:
                 with contextlib.suppress(StoreError):  # the first error is the one to see
                     self._raw(c, "ROLLBACK")
             raise
@@ -628,7 +643,11 @@ class AsyncSqliteBackend:
             raise StoreError(f"the database {self._sync.url} is closed")  # as AsyncDatabase's
 
     async def close(self) -> None:
-        self._queue.close()  # the tasks queued for the write lock get an error now
+        # The tasks queued for the write lock get an error now. So does every later
+        # statement on the loop (_try, _raw, _off_loop...: they check _queue.closed): a
+        # task suspended inside a call, holding a connection (at _turn's yield, say),
+        # would otherwise use it while _close() closes it in a thread, which crashes.
+        self._queue.close()
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
