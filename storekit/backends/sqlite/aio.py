@@ -497,7 +497,8 @@ class AsyncSqliteBackend:
         thread: an interrupted fetch could not resume where it stopped."""
         if tx is not None and tx._handle is None:
             raise ended()
-        await self._turn()  # its first batch runs on the loop, as _stmt's statements
+        if time.monotonic() - self._turn_at > TURN_S:  # its first batch runs on the loop
+            await self._turn()
         own = c is None
         if c is None:
             if self.memory:  # read whole under the lock, as the sync backend does
