@@ -97,7 +97,7 @@ def test_async_failures_and_cancellations_leave_the_server_connection(
             await check(second, 1)
             assert await first.run_many("INSERT INTO u VALUES (?)", [(5,), (6,)]) == 2
             await check(second, 3)
-            for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02):
+            for delay in (0, 0.001, 0.005, 0.02):
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(first.run("SELECT pg_sleep(0.2)"), delay)
                 await check(second, 3)
