@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
 
 from storekit import StoreError, aio, create_database
-from storekit.testing import PgBouncer, pooled_database
-from storekit.url import DatabaseURL
 from tests.storekit.test_pgbouncer_flush import (
     HOLD_S,
     POOLED,
@@ -22,10 +19,11 @@ from tests.storekit.test_pgbouncer_flush import (
     FlushHolder,
     _within,
     one_server,
+    relayed,
 )
 
 pytestmark = [pytest.mark.postgres]
-__all__ = ["one_server"]
+__all__ = ["one_server", "relayed"]
 
 BAD = [
     ("INSERT INTO u VALUES (?)", (1,)),  # unique violation
@@ -33,16 +31,6 @@ BAD = [
     ("SELECT ?::int AS x", ("nope",)),  # bad parameter
     ("SELECT ? AS x", (1, 2)),  # wrong parameter count (refused before sending)
 ]
-
-
-@pytest.fixture
-def relayed(one_server: PgBouncer) -> Iterator[tuple[str, FlushHolder]]:
-    with pooled_database(one_server) as url:
-        holder = FlushHolder(one_server.port)
-        try:
-            yield str(DatabaseURL.parse(url).replace(port=holder.port).render(mask=False)), holder
-        finally:
-            holder.close()
 
 
 def test_failing_statements_leave_the_server_connection(

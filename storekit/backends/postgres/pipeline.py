@@ -16,26 +16,23 @@ from typing import Any
 
 import psycopg
 
-# psycopg's exit sequence, _exit_gen in psycopg/_pipeline_base.py, with flush=False
-# once every command, the Sync included, is sent.
+
+def _exit_gen(self: Any) -> Any:
+    """psycopg's exit sequence (_exit_gen in psycopg/_pipeline_base.py), with flush=False
+    once every command, the Sync included, is sent."""
+    self._enqueue_sync()
+    try:
+        yield from self._communicate_gen()
+    finally:
+        yield from self._fetch_gen(flush=bool(self.command_queue))
 
 
 class Pipeline(psycopg.Pipeline):
-    def _exit_gen(self) -> Any:
-        self._enqueue_sync()
-        try:
-            yield from self._communicate_gen()
-        finally:
-            yield from self._fetch_gen(flush=bool(self.command_queue))
+    _exit_gen = _exit_gen
 
 
 class AsyncPipeline(psycopg.AsyncPipeline):
-    def _exit_gen(self) -> Any:
-        self._enqueue_sync()
-        try:
-            yield from self._communicate_gen()
-        finally:
-            yield from self._fetch_gen(flush=bool(self.command_queue))
+    _exit_gen = _exit_gen
 
 
 @contextmanager
