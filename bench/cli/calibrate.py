@@ -27,6 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " (default: all)")
 
 
+def _tps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.2f}"
+
+
 def main(args: argparse.Namespace) -> int:
     agents = tuple(int(a) for a in str(args.agents).split(",") if a.strip())
     workloads = None if args.workload == "all" else [
@@ -39,12 +47,18 @@ def main(args: argparse.Namespace) -> int:
     path = results.write_extra("calibration", report, Path(args.results_dir))
     out = table(f"Harness vs the same transaction with nothing around it; {path}",
                 ("workload", "backend"),
-                ("agents", "baseline", "baseline tps", "harness tps", "harness / baseline"))
+                ("agents", "baseline", "baseline tps", "psycopg tps", "storekit tps",
+                 "harness tps", "harness / baseline", "psycopg / baseline",
+                 "storekit / driver", "harness / storekit"))
     for r in report["ratios"]:
         out.add_row(r["workload"], r["backend"], str(r["agents"]), r["baseline"],
-                      f"{r['baseline_tps']:,.0f}", f"{r['harness_tps']:,.0f}",
-                      f"{r['ratio']:.2f}")
+                    f"{r['baseline_tps']:,.0f}", _tps(r.get("driver_tps")),
+                    _tps(r.get("storekit_tps")), f"{r['harness_tps']:,.0f}",
+                    f"{r['ratio']:.2f}", _ratio(r.get("driver_ratio")),
+                    _ratio(r.get("storekit_ratio")), _ratio(r.get("harness_ratio")))
     console.print(out)
+    console.print("driver: plain psycopg on PostgreSQL, bare sqlite3 on SQLite. The three"
+                  " ratios on the right multiply to harness / baseline.")
     console.print(f"fdatasync p50 {report['fdatasync_p50_ms']:.3f} ms;"
                   f" {'; '.join(report['skipped'])}")
     return 0

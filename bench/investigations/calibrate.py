@@ -21,14 +21,19 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from bench.harness.agent import AgentContext, AgentResult, drive
 from bench.harness.configs import CONFIGS
 from bench.harness.environment import fsync_latency
 from bench.harness.workloads import WORKLOADS
 from bench.investigations.calibrate_tx import WRITE_TXS
+from storekit.errors import StoreError
 from storekit.testing import find_pg_bin, postgres_server
 from storekit.url import DatabaseURL
 
@@ -43,31 +48,58 @@ def _start_margin(agents: int) -> float:
     return 0.5 + 0.05 * agents  # spawned workers are ready; this covers opening connections
 
 
-def _bare_agent(path: str, workload: str, run_key: int, agent: int, start_at: float,
-                seconds: float) -> int:
-    """One process of the bare loop: sqlite3 with WAL, NORMAL and a 5 s busy timeout."""
-    tx = WRITE_TXS[workload].bare
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+def _open_loop(kind: str, target: str) -> tuple[Any, Callable[[], None]]:
+    """The connection a loop of `kind` runs on, and what closes it. bare: sqlite3 with WAL,
+    NORMAL and a 5 s busy timeout; psycopg: an autocommit connection (the transaction
+    sends BEGIN itself); storekit: the sqlite-wal or postgres config, as the harness opens
+    it. Each loop catches what a conflict or a lock timeout raises in it, as the harness
+    counts errors: an attempt that failed is not a commit."""
+    if kind == "bare":
+        conn = sqlite3.connect(target, isolation_level=None, timeout=5.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn, conn.close
+    if kind == "psycopg":
+        pg = psycopg.connect(target, autocommit=True)
+        return pg, pg.close
+    config = SQLITE_CONFIG if target.startswith("sqlite") else POSTGRES_CONFIG
+    db = CONFIGS[config].open(target, pool_size=1)
+    return db, db.close
+
+
+_LOOP_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
+    "bare": (sqlite3.OperationalError,),
+    "psycopg": (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected),
+    "storekit": (StoreError,),
+}
+
+
+def _loop_agent(kind: str, target: str, workload: str, run_key: int, agent: int,
+                start_at: float, seconds: float) -> int:
+    """One process of a loop with nothing around the transaction: commits in the window."""
+    tx = getattr(WRITE_TXS[workload], kind)
+    errors = _LOOP_ERRORS[kind]
+    conn, close = _open_loop(kind, target)
     begin = start_at - time.time() + time.perf_counter()
     measure, end = begin + WARMUP, begin + WARMUP + seconds
     while time.perf_counter() < begin:
         time.sleep(0.002)
     n = seq = 0
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        try:
-            tx(conn, run_key, agent, seq)
-        except sqlite3.OperationalError:
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            try:
+                tx(conn, run_key, agent, seq)
+            except errors:
+                seq += 1
+                continue
             seq += 1
-            continue  # "database is locked" after the busy timeout: not a commit
-        seq += 1
-        if now >= measure:
-            n += 1
-    conn.close()
+            if now >= measure:
+                n += 1
+    finally:
+        close()
     return n
 
 
@@ -107,11 +139,14 @@ class Calibration:
                                     chunksize=1)
         return sum(sum(r.counts.values()) for r in results) / self.seconds
 
-    def bare(self, path: str, workload: str, agents: int) -> float:
-        run_key = self._prepare(SQLITE_CONFIG, workload, f"sqlite:///{path}", agents)
+    def loop(self, kind: str, config: str, url: str, workload: str, agents: int) -> float:
+        """Commits per second of a loop with nothing around the transaction (kind: bare,
+        psycopg or storekit); url is the storekit URL, its file for bare sqlite3."""
+        run_key = self._prepare(config, workload, url, agents)
+        target = url.removeprefix("sqlite:///") if kind == "bare" else url
         start_at = time.time() + _start_margin(agents)
         counts = self.pool.starmap(
-            _bare_agent, [(path, workload, run_key, i, start_at, self.seconds)
+            _loop_agent, [(kind, target, workload, run_key, i, start_at, self.seconds)
                           for i in range(agents)], chunksize=1)
         return sum(counts) / self.seconds
 
@@ -147,19 +182,44 @@ def pgbench_tps(bindir: Path, url: str, script: str, clients: int, seconds: floa
     return float(match.group(1))
 
 
-def _row(workload: str, backend: str, baseline: str, agents: int, base: list[float],
-         ours: list[float]) -> dict[str, Any]:
-    b, h = statistics.median(base), statistics.median(ours)
+def _row(workload: str, backend: str, baseline: str, agents: int,
+         runs: dict[str, list[float]]) -> dict[str, Any]:
+    """One point: the median of each layer's runs, and the ratios between layers. ratio
+    (harness / baseline) is the figure the goal is about; the layers say where it goes:
+    driver (plain psycopg / pgbench: the Python client), storekit (the storekit loop / the
+    driver loop), harness (the harness / the storekit loop: its own bookkeeping)."""
+    m = {k: statistics.median(v) for k, v in runs.items()}
+
+    def div(a: str, b: str) -> float:
+        return m[a] / m[b] if m.get(a) and m.get(b) else float("nan")
+
+    driver = "psycopg" if "psycopg" in m else "baseline"
     return {"workload": workload, "backend": backend, "baseline": baseline, "agents": agents,
-            "baseline_tps": b, "harness_tps": h, "ratio": h / b if b else float("nan"),
-            "baseline_runs": base, "harness_runs": ours}
+            "baseline_tps": m["baseline"], "harness_tps": m["harness"],
+            "storekit_tps": m["storekit"], "driver_tps": m.get("psycopg"),
+            "ratio": div("harness", "baseline"),
+            "driver_ratio": div("psycopg", "baseline") if driver == "psycopg" else None,
+            "storekit_ratio": div("storekit", driver), "harness_ratio": div("harness", "storekit"),
+            **{f"{k}_runs": v for k, v in runs.items()}}
+
+
+def _point(rounds: int, ways: dict[str, Callable[[], float]]
+           ) -> dict[str, list[float]]:
+    """Each way once per round, in order (A B C A B C): load that comes and goes falls on
+    every way alike."""
+    runs: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(rounds):
+        for k, measure in ways.items():
+            runs[k].append(measure())
+    return runs
 
 
 def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
               agents: tuple[int, ...] = AGENTS, workloads: list[str] | None = None,
               progress: Any = None) -> dict[str, Any]:
-    """fsync latency, then per backend, workload and agent count: the baseline and the
-    harness, `rounds` times each, alternating. Returns {"fsync": ..., "ratios": [rows]}."""
+    """fsync latency, then per backend, workload and agent count: the baseline (bare
+    sqlite3, pgbench), plain psycopg (PostgreSQL), the storekit loop and the harness,
+    `rounds` times each, alternating. Returns {"fsync": ..., "ratios": [rows]}."""
     names = [w for w in (workloads or list(WRITE_TXS)) if w in WRITE_TXS]
     fs = fsync_latency(results_dir)
     report: dict[str, Any] = {"fdatasync_p50_ms": fs["fdatasync_p50_s"] * 1000,
@@ -167,37 +227,42 @@ def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
                               "seconds": seconds, "rounds": rounds, "agents": list(agents),
                               "ratios": [], "skipped": []}
     say = progress or (lambda _msg: None)
+
+    def done(row: dict[str, Any]) -> None:
+        report["ratios"].append(row)
+        say(f"{row['backend']} {row['workload']} {row['agents']} agents: harness/"
+            f"{row['baseline']} {row['ratio']:.2f} (storekit loop {row['storekit_ratio']:.2f}"
+            f" of the driver's, harness {row['harness_ratio']:.2f} of storekit's)")
+
     cal = Calibration(seconds, agents)
     try:
         folder = Path(tempfile.mkdtemp(prefix="storekit-cal-"))
         for w in names:
-            path = str(folder / f"{w}.db")
-            url = f"sqlite:///{path}"
+            url = f"sqlite:///{folder / f'{w}.db'}"
             with CONFIGS[SQLITE_CONFIG].open(url) as db:
                 WORKLOADS[w].setup(db, {"corpus": CORPUS})
             for n in agents:
-                base, ours = [], []
-                for _ in range(rounds):
-                    base.append(cal.bare(path, w, n))
-                    ours.append(cal.harness(SQLITE_CONFIG, w, url, n))
-                report["ratios"].append(_row(w, "sqlite", "bare sqlite3", n, base, ours))
-                say(f"sqlite {w} {n} agents: harness/bare {report['ratios'][-1]['ratio']:.2f}")
+                runs = _point(rounds, {
+                    "baseline": partial(cal.loop, "bare", SQLITE_CONFIG, url, w, n),
+                    "storekit": partial(cal.loop, "storekit", SQLITE_CONFIG, url, w, n),
+                    "harness": partial(cal.harness, SQLITE_CONFIG, w, url, n)})
+                done(_row(w, "sqlite", "bare sqlite3", n, runs))
         bindir = find_pg_bin()
         if bindir is None or not (bindir / "pgbench").exists():
             report["skipped"].append("pgbench not found: no PostgreSQL figures")
             return report
         with postgres_server() as server:
+            pg_url = server.url
             for w in names:
-                with CONFIGS[POSTGRES_CONFIG].open(server.url) as db:
+                with CONFIGS[POSTGRES_CONFIG].open(pg_url) as db:
                     WORKLOADS[w].setup(db, {"corpus": CORPUS})
                 for n in agents:
-                    base, ours = [], []
-                    for _ in range(rounds):
-                        base.append(cal.pgbench(bindir, server.url, w, n))
-                        ours.append(cal.harness(POSTGRES_CONFIG, w, server.url, n))
-                    report["ratios"].append(_row(w, "postgres", "pgbench", n, base, ours))
-                    say(f"postgres {w} {n} agents: harness/pgbench"
-                        f" {report['ratios'][-1]['ratio']:.2f}")
+                    runs = _point(rounds, {
+                        "baseline": partial(cal.pgbench, bindir, pg_url, w, n),
+                        "psycopg": partial(cal.loop, "psycopg", POSTGRES_CONFIG, pg_url, w, n),
+                        "storekit": partial(cal.loop, "storekit", POSTGRES_CONFIG, pg_url, w, n),
+                        "harness": partial(cal.harness, POSTGRES_CONFIG, w, pg_url, n)})
+                    done(_row(w, "postgres", "pgbench", n, runs))
     finally:
         cal.close()
     return report

@@ -97,3 +97,65 @@ def test_the_headline_shows_the_pgbench_ceiling(tmp_path: Path) -> None:
     assert headline.ceiling_rows(headline.METRIC_TABLES[1], [1, 4], tmp_path) == []
     # A calibration elsewhere (a local one, when the run is the reference) is not used.
     assert headline.ceiling_rows(spec, [1, 2, 4], tmp_path / "reference") == []
+
+
+def _loop_rows(workload: str, kind: str, conn: object) -> None:
+    for seq in range(3):
+        for agent in range(2):
+            getattr(WRITE_TXS[workload], kind)(conn, 11, agent, seq)
+
+
+def _check_written(db: storekit.Database, workload: str, before: int) -> None:
+    after = _rows(db, workload)
+    assert after - before == (0 if workload == "read-while-write" else 6)
+    if workload == "agent-write":
+        runs = db.all("SELECT runs FROM agents WHERE id >= 11000 AND id < 12000 ORDER BY id")
+        assert [r["runs"] for r in runs] == [3, 3]
+    if workload == "read-while-write":
+        versions = db.all("SELECT version FROM agent_status WHERE run_key = 11 ORDER BY id")
+        assert [v["version"] for v in versions] == [3, 3]
+
+
+@pytest.mark.parametrize("workload", list(WRITE_TXS))
+def test_the_storekit_loop_runs_the_workloads_statements(tmp_path: Path, workload: str) -> None:
+    with CONFIGS["sqlite-wal"].open(f"sqlite:///{tmp_path / 'sk.db'}") as db:
+        WORKLOADS[workload].setup(db, {"corpus": 10})
+        WORKLOADS[workload].prepare(db, 11, ["writer"] * 2)
+        before = _rows(db, workload)
+        _loop_rows(workload, "storekit", db)
+        _check_written(db, workload, before)
+
+
+@pytest.mark.parametrize("kind", ["storekit", "psycopg"])
+@pytest.mark.parametrize("workload", list(WRITE_TXS))
+def test_the_postgres_loops_run_the_workloads_statements(storekit_postgres_url: str,
+                                                         workload: str, kind: str) -> None:
+    import psycopg
+
+    from storekit.testing import isolated_schema
+
+    with isolated_schema(storekit_postgres_url, prefix="calloop") as url, \
+            CONFIGS["postgres"].open(url) as db:
+        WORKLOADS[workload].setup(db, {"corpus": 10})
+        WORKLOADS[workload].prepare(db, 11, ["writer"] * 2)
+        before = _rows(db, workload)
+        if kind == "storekit":
+            _loop_rows(workload, kind, db)
+        else:
+            with psycopg.connect(db.reveal_url().render(mask=False), autocommit=True) as conn:
+                _loop_rows(workload, kind, conn)
+        _check_written(db, workload, before)
+
+
+def test_the_layer_ratios_multiply_to_the_harness_ratio() -> None:
+    runs = {"baseline": [1000.0, 1200.0], "psycopg": [700.0, 800.0],
+            "storekit": [600.0, 700.0], "harness": [550.0, 650.0]}
+    row = calibrate._row("agent-write", "postgres", "pgbench", 4, runs)
+    assert row["ratio"] == pytest.approx(600 / 1100)
+    assert row["driver_ratio"] * row["storekit_ratio"] * row["harness_ratio"] == \
+        pytest.approx(row["ratio"])
+    sqlite_runs = {k: v for k, v in runs.items() if k != "psycopg"}
+    row = calibrate._row("agent-write", "sqlite", "bare sqlite3", 4, sqlite_runs)
+    assert row["driver_ratio"] is None
+    assert row["driver_tps"] is None
+    assert row["storekit_ratio"] * row["harness_ratio"] == pytest.approx(row["ratio"])

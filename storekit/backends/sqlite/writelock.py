@@ -203,6 +203,10 @@ MAX_SLICE_S = 0.016
 # slice or not: writers that commit back to back keep it, a process whose agents wait (on a
 # model, a tool, a sleep) does not make every other process wait with them.
 IDLE_S = 0.0005
+# How often the lease thread looks at a turn its writers keep giving back and taking again
+# while no other process queues: each look wakes the thread and takes the GIL from the
+# writers. A process that queues is seen within this long, then looked for every IDLE_S.
+BUSY_LOOK_S = 0.004
 # A writer whose turn has not come within this long writes under SQLite's lock alone
 # (WriteLease): well above a healthy queue's wait (a round takes about ROUND_S).
 STALL_S = 0.5
@@ -392,10 +396,11 @@ class WriteLease:
     def _watch(self) -> None:
         """Watch the held turn for a time it is left idle: writers end busy turns
         themselves, and give the turn back without waking this thread, which looks again
-        IDLE_S after a release. A turn in use since the last look (no release between)
-        has nothing to look at until it is given back: the thread sleeps and release()
-        wakes it. An idle turn nobody queues for is looked at less and less often: a
-        newcomer waits at most half as long as the turn had been idle, at most a slice."""
+        IDLE_S after a release when another process queues, BUSY_LOOK_S when none does. A
+        turn in use since the last look (no release between) has nothing to look at
+        until it is given back: the thread sleeps and release() wakes it. An idle turn
+        nobody queues for is looked at less and less often: a newcomer waits at most
+        BUSY_LOOK_S or half as long as the turn had been idle, at most a slice."""
         seen: float | None = None  # _idle_from when the turn was last seen in use
         while self._held:
             nap = False
@@ -410,11 +415,14 @@ class WriteLease:
                     continue
                 if self._in_use:
                     nap = self._nap = seen == self._idle_from
-                    seen, pause = self._idle_from, IDLE_S
+                    seen = self._idle_from
+                    pause = IDLE_S if nap or self._queue.others_waiting() else BUSY_LOOK_S
                 else:
                     seen = None
-                    pause = (IDLE_S - idle if idle < IDLE_S
-                             else min(max(IDLE_S, idle / 2), max(self._slice, IDLE_S)))
+                    # Past IDLE_S nobody waits (the turn would have ended above).
+                    pause = (IDLE_S - idle if idle < IDLE_S and self._queue.others_waiting()
+                             else min(max(BUSY_LOOK_S, idle / 2),
+                                      max(self._slice, BUSY_LOOK_S)))
             if nap:
                 # _nap set before in_use is read again, release() clears in_use before it
                 # reads _nap: either this sees the turn given back or release() wakes it.
