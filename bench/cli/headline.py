@@ -49,7 +49,9 @@ def main(args: argparse.Namespace) -> int:
         if args.run_id == results.REFERENCE and (args.check or args.write):
             found = reference_tables(Path(args.results_dir))
         if args.check:
-            return check(args.check, found, run.run_id)
+            # With 'reference' the tables come from several runs: the hint names that.
+            by = args.run_id if args.run_id == results.REFERENCE else run.run_id
+            return check(args.check, found, by)
         if args.write:
             for path in args.write:
                 text = path.read_text()
