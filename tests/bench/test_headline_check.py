@@ -49,7 +49,8 @@ def test_a_current_table_passes_and_a_drifted_one_fails_with_a_diff(
     err = capsys.readouterr().err
     assert "-| sqlite-wal | 1,000 | 1,234 |" in err
     assert "+| sqlite-wal | 1,000 | 1,500 |" in err
-    assert f"python -m bench headline {RUN} --write" in err
+    # The hint names what was checked against: the reference runs, not one of them.
+    assert "python -m bench headline reference --write" in err
     assert _headline(results_dir, "reference", "--write", str(doc)) == 0
     assert _headline(results_dir, "reference", "--check", str(doc)) == 0
     text = doc.read_text()
