@@ -80,6 +80,7 @@ class AsyncHandle(Protocol):
     def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]: ...
     async def run_many(self, sql: str,
                        seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int: ...
+    async def run_deferred(self, sql: str, params: Params = None) -> None: ...
     async def exec(self, script: str) -> None: ...
 
 
@@ -254,6 +255,10 @@ class AsyncTransaction:
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         return await self._h().run_many(sql, seq)
+
+    async def run_deferred(self, sql: str, params: Params = None) -> None:
+        """Transaction.run_deferred: on PostgreSQL sent with the next statement or COMMIT."""
+        await self._h().run_deferred(sql, params)
 
     async def exec(self, script: str) -> None:
         await self._h().exec(script)

@@ -294,7 +294,11 @@ class Transaction:
         psycopg.Connection), for what storekit does not wrap, such as COPY. The caller's
         responsibility: use it only inside the transaction, and leave it as found (no
         COMMIT, ROLLBACK, SET or LISTEN); storekit's errors and guarantees do not cover it."""
-        conn = self._h().conn  # type: ignore[attr-defined]
+        handle = self._h()
+        flush = getattr(handle, "flush", None)
+        if flush is not None:
+            flush()  # PostgreSQL: BEGIN and held-back writes go out before the caller's SQL
+        conn = handle.conn  # type: ignore[attr-defined]
         if hasattr(conn, "dirty"):
             conn.dirty = True  # PostgreSQL: SQL storekit did not see; reset it when returned
         return conn
@@ -319,6 +323,13 @@ class Transaction:
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         return self._h().run_many(sql, seq)
+
+    def run_deferred(self, sql: str, params: Params = None) -> None:
+        """run() for a write whose result is not needed. On PostgreSQL it is sent with the
+        transaction's next statement, or with COMMIT: no round trip of its own (an
+        agent's log line and result rows commit in one). Its error, if any, is raised
+        there instead of here. On SQLite, and behind a transaction pooler, it runs now."""
+        self._h().run_deferred(sql, params)
 
     def exec(self, script: str) -> None:
         self._h().exec(script)

@@ -91,9 +91,12 @@ def _bare_agent_write(conn: sqlite3.Connection, run_key: int, agent: int, seq: i
 def _sk_agent_step(tx: Transaction, me: int, run_key: int, agent: int, seq: int) -> None:
     row = tx.get(agent_write.READ_AGENT, (me,))
     assert row is not None
-    tx.run(agent_write.INSERT_RESULT, (run_key, me, seq, dict(AGENT_DOC_DICT, seq=seq)))
-    tx.run(agent_write.INSERT_LOG, (run_key, me, seq, f"agent {agent} finished task {seq}"))
-    tx.run(agent_write.UPDATE_AGENT, (f"done {seq}", row["runs"] + 1, me))
+    # As the workload's writer: the writes go with COMMIT on PostgreSQL.
+    tx.run_deferred(agent_write.INSERT_RESULT,
+                    (run_key, me, seq, dict(AGENT_DOC_DICT, seq=seq)))
+    tx.run_deferred(agent_write.INSERT_LOG,
+                    (run_key, me, seq, f"agent {agent} finished task {seq}"))
+    tx.run_deferred(agent_write.UPDATE_AGENT, (f"done {seq}", row["runs"] + 1, me))
 
 
 def _sk_agent_write(db: Database, run_key: int, agent: int, seq: int) -> None:

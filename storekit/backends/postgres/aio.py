@@ -41,6 +41,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     connect_timeout,
 )
+from storekit.backends.postgres.deferred import interruption
 from storekit.backends.postgres.pipeline import apipeline, apipeline_nolock
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
@@ -225,6 +226,9 @@ class AsyncPgHandle:
             return await _pipeline(self.conn, pending, last)
         except psycopg.Error as exc:
             _failed(self.conn)
+            cause = interruption(exc)  # a cancellation the pipeline's exit hid
+            if cause is not None:
+                raise cause from None
             self.failed = error = from_psycopg(exc)
             raise error from exc
         except BaseException:

@@ -22,6 +22,7 @@ from storekit.backends.postgres.aio import (
     _script,
 )
 from storekit.backends.postgres.backend import _BEGIN, _IDLE
+from storekit.backends.postgres.deferred import interruption
 from storekit.backends.postgres.pooler import (
     _IN_TRANSACTION_BLOCK,
     RESET,
@@ -76,6 +77,10 @@ class AsyncPooledPostgresBackend(AsyncPostgresBackend):
                 return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
             return RunResult(cur.rowcount, None)
         except psycopg.Error as exc:
+            cause = interruption(exc)  # what the pipeline's exit hid (pipeline.py)
+            if cause is not None:
+                await conn.close()  # left in pipeline mode: the pool replaces it
+                raise cause from None
             raise from_psycopg(exc) from exc
         except BAD_INPUT as exc:
             raise from_bad_input(exc) from exc

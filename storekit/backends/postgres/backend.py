@@ -45,6 +45,8 @@ from storekit.backends.base import (
     RunResult,
     SqliteOptions,
 )
+from storekit.backends.postgres import deferred
+from storekit.backends.postgres.deferred import Pending
 from storekit.backends.postgres.pipeline import pipeline, pipeline_nolock
 from storekit.backends.postgres.rowsecurity import REGISTER, SETTING, TOKEN_SETTING, scope_token
 from storekit.backends.postgres.session import changes_session
@@ -224,19 +226,65 @@ def _resynced(conn: psycopg.Connection[Row], exc: StoreError) -> bool:
 
 
 class PgHandle:
-    """Data methods on one psycopg connection, held for a transaction."""
+    """Data methods on one psycopg connection, held for a transaction.
 
-    __slots__ = ("__weakref__", "conn", "failed", "readonly")
+    A handle from PostgresBackend.begin holds back its BEGIN (and scope settings): they go
+    out in one pipeline with the transaction's first statement, so BEGIN costs no round
+    trip of its own, and a transaction that runs nothing sends nothing. Writes given to
+    run_deferred / run_many_deferred wait likewise for the next statement, the end of the
+    savepoint, or COMMIT. Their errors are raised there; a pipeline stops at the first
+    error, so nothing after it runs and COMMIT never does. Without pending (behind a
+    transaction pooler) every statement runs at once."""
 
-    def __init__(self, conn: StoreConnection, readonly: bool = False) -> None:
+    __slots__ = ("__weakref__", "conn", "failed", "pending", "pipelined", "readonly", "unsent")
+
+    def __init__(self, conn: StoreConnection, readonly: bool = False,
+                 pending: list[Pending] | None = None) -> None:
         self.conn = conn
         self.readonly = readonly
         # The last error a statement raised: if the caller caught a conflict or lock
         # timeout and the transaction ends aborted, COMMIT raises its class, so atomic()
         # still retries. (A try costs nothing on the success path.)
         self.failed: StoreError | None = None
+        self.pipelined = pending is not None
+        self.pending: list[Pending] = pending or []  # translated and checked, not yet sent
+        self.unsent = len(self.pending)  # how many of them open the transaction
+
+    def _send(self, last: Pending | None) -> psycopg.Cursor[Row] | None:
+        pending, self.pending, self.unsent = self.pending, [], 0
+        try:
+            return deferred.send(self.conn, pending, last)
+        except psycopg.Error as exc:
+            cause = deferred.interruption(exc)
+            if cause is not None:
+                self.conn.dirty = True  # the connection is closed when given back
+                if isinstance(cause, BAD_INPUT):
+                    raise from_bad_input(cause) from cause
+                raise cause from None
+            self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BAD_INPUT as exc:  # a value psycopg cannot send (a lone surrogate)
+            self.conn.dirty = True
+            raise from_bad_input(exc) from exc
+        except BaseException:
+            self.conn.dirty = True  # interrupted: the server may have run part of it
+            raise
+
+    def flush(self) -> None:
+        """Send what is held back (one round trip); nothing to do when nothing is."""
+        if self.pending:
+            self._send(None)
+
+    def _held(self, sql: str, params: Params, how: str) -> Any:
+        t, values = deferred.prepared(self.conn, sql, params)
+        cur = self._send((t.sql, values, False))
+        assert cur is not None
+        return deferred.result(cur, t, how)
 
     def run(self, sql: str, params: Params = None) -> RunResult:
+        if self.pending:
+            result: RunResult = self._held(sql, params, "run")
+            return result
         try:
             return pg_run(self.conn, sql, params)
         except StoreError as exc:
@@ -244,6 +292,9 @@ class PgHandle:
             raise
 
     def get(self, sql: str, params: Params = None) -> Row | None:
+        if self.pending:
+            row: Row | None = self._held(sql, params, "get")
+            return row
         try:
             return pg_get(self.conn, sql, params)
         except StoreError as exc:
@@ -251,11 +302,30 @@ class PgHandle:
             raise
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
+        if self.pending:
+            rows: list[Row] = self._held(sql, params, "all")
+            return rows
         try:
             return pg_all(self.conn, sql, params)
         except StoreError as exc:
             self.failed = exc
             raise
+
+    def run_deferred(self, sql: str, params: Params = None) -> None:
+        """run() whose result nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            self.run(sql, params)
+            return
+        t, values = deferred.prepared(self.conn, sql, params)
+        self.pending.append((t.sql, values, False))
+
+    def run_many_deferred(self, sql: str,
+                          seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
+        """run_many() whose count nobody reads: sent with the next statement or COMMIT."""
+        if not self.pipelined:
+            self.run_many(sql, seq)
+            return
+        self.pending.append(deferred.prepared_many(self.conn, sql, seq))
 
     def iter(self, sql: str, params: Params = None, tx: Any = None) -> Iterator[Row]:
         """Stream through a server-side cursor: memory stays flat whatever the result size.
@@ -264,6 +334,7 @@ class PgHandle:
         is still open: after it ends the connection is back in the pool, someone else's."""
         if tx is not None and tx._handle is None:
             raise ended()
+        self.flush()
         try:
             t = translate(sql, "postgres")
             values = check_params(t, params)
@@ -289,6 +360,10 @@ class PgHandle:
             raise from_bad_input(exc) from exc
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
+        if self.pending:
+            cur = self._send(deferred.prepared_many(self.conn, sql, seq))
+            assert cur is not None
+            return cur.rowcount
         try:
             t = translate(sql, "postgres")
             _mark(self.conn, t.sql)
@@ -302,6 +377,7 @@ class PgHandle:
             raise from_bad_input(exc) from exc
 
     def exec(self, script: str) -> None:
+        self.flush()  # a script goes by the simple protocol, outside any pipeline
         try:
             pg_exec(self.conn, script)
         except StoreError as exc:
@@ -653,27 +729,29 @@ class PostgresBackend:
     # Transactions.
     def begin(self, *, readonly: bool, team_id: Any = None,
               isolation: str = "serializable") -> PgHandle:
+        # BEGIN (and the scope) go out with the first statement: see PgHandle.
+        opening: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
+        if team_id is not None:
+            team = str(team_id)
+            opening.append((f"SELECT set_config('{SETTING}', %s, true),"
+                            f" set_config('{TOKEN_SETTING}', %s, true)",
+                            (team, scope_token(self._scope_key, team)), False))
         conn = self._getconn()
-        handle = PgHandle(conn, readonly)
+        if team_id is not None:
+            conn.dirty = True  # as run() marks set_config: reset before the next borrower
+        handle = PgHandle(conn, readonly, opening)
         self._handles.add(handle)
-        try:
-            handle.exec(_BEGIN[isolation, readonly])
-            if team_id is not None:
-                team = str(team_id)
-                handle.get(f"SELECT set_config('{SETTING}', ?, true),"
-                           f" set_config('{TOKEN_SETTING}', ?, true)",
-                           (team, scope_token(self._scope_key, team)))
-        except BaseException:
-            self._putconn(conn)
-            raise
         return handle
 
     def finish(self, handle: Any, *, commit: bool) -> None:
         try:
+            if handle.unsent and (not commit or len(handle.pending) == handle.unsent):
+                return  # BEGIN was never sent: there is no transaction to end
             if (commit and not handle.readonly
                     and handle.conn.info.transaction_status == _IN_ERROR):
                 # COMMIT of an aborted transaction is a silent ROLLBACK: say so instead
                 # (a read-only one had nothing to commit).
+                handle.pending = []  # they would fail too: the transaction is aborted
                 handle.exec("ROLLBACK")
                 # If a conflict or lock timeout aborted it, raise that class (with it as
                 # __cause__): the caller's retry, or atomic(), must see a retryable error.
@@ -683,6 +761,10 @@ class PostgresBackend:
                     "the transaction was aborted by an earlier error (caught inside the"
                     " block) and has been rolled back; nothing was committed"
                     + (f" (it was: {failed})" if failed is not None else "")) from failed
+            if commit and handle.pending:
+                handle._send((self._commit, None, False))  # what is held back, then COMMIT
+                return
+            handle.pending = []  # rolled back: what was held back never runs
             handle.exec(self._commit if commit else "ROLLBACK")
         finally:
             self.abandon(handle)
@@ -691,13 +773,27 @@ class PostgresBackend:
         conn = handle.conn
         if not isinstance(conn, _Inherited):
             handle.conn = _ENDED  # first: the connection is never handed back twice
+            handle.pending = []  # a held-back write of a transaction rolled back never runs
             # putconn rolls back a connection left in a transaction and drops a broken one.
             self._putconn(conn)
 
     def savepoint(self, handle: Any, name: str) -> None:
-        handle.exec(f"SAVEPOINT {name}")
+        # Through run(): what is held back (BEGIN included) goes in the same round trip,
+        # and what is deferred from now on belongs to this savepoint.
+        handle.run(f"SAVEPOINT {name}")
 
     def release(self, handle: Any, name: str, *, commit: bool) -> None:
+        if commit and handle.pending:
+            try:
+                handle.run(f"RELEASE SAVEPOINT {name}")  # after the held-back writes
+                return
+            except Exception:
+                # One failed: undo the savepoint's work, as for an error inside the block.
+                # The savepoint stays: the transaction, left registered by the error,
+                # rolls back to it and releases it next (Transaction._end).
+                handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+        handle.pending = []  # the savepoint's held-back writes, rolled back with it
         if not commit:
             handle.exec(f"ROLLBACK TO SAVEPOINT {name}")
         handle.exec(f"RELEASE SAVEPOINT {name}")

@@ -39,6 +39,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     pg_exec,
 )
+from storekit.backends.postgres.deferred import interruption
 from storekit.errors import (
     BAD_INPUT,
     CapabilityError,
@@ -145,6 +146,10 @@ class PooledPostgresBackend(PostgresBackend):
                 return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
             return RunResult(cur.rowcount, None)
         except psycopg.Error as exc:
+            cause = interruption(exc)  # what the pipeline's exit hid (pipeline.py)
+            if cause is not None:
+                conn.close()  # left in pipeline mode: the pool replaces it
+                raise cause from None
             raise from_psycopg(exc) from exc
         except BAD_INPUT as exc:
             raise from_bad_input(exc) from exc

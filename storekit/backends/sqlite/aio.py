@@ -135,6 +135,9 @@ class AsyncSqliteHandle:
     def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]:
         return self._b._iter(self.c, self._interruptible(sql), sql, params, tx)
 
+    async def run_deferred(self, sql: str, params: Params = None) -> None:
+        await self.run(sql, params)  # no round trip to save: it runs now
+
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
         if self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS and _small(rows):

@@ -190,6 +190,9 @@ class SqliteHandle:
         finally:
             cur.close()  # a half-read cursor would keep the connection's snapshot open
 
+    def run_deferred(self, sql: str, params: Params = None) -> None:
+        self.run(sql, params)  # no round trip to save: it runs now
+
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         """All rows or none: a savepoint undoes the rows done when one fails."""
         conn = self.conn

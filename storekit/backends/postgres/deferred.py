@@ -1,0 +1,89 @@
+"""Statements a sync transaction holds back and sends in one round trip (PgHandle):
+its BEGIN, until the first statement, and writes given to run_deferred, until the next
+statement or COMMIT. The async path does the same with psycopg's async pipeline (aio.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from storekit.backends.base import Row, RunResult
+from storekit.backends.postgres.session import changes_session
+from storekit.errors import BAD_INPUT, from_bad_input
+from storekit.params import Params, Translated, check_params, translate
+
+Pending = tuple[str, Any, bool]  # translated SQL, checked values, executemany
+
+
+def prepared(conn: psycopg.Connection[Row], sql: str, params: Params) -> tuple[Translated, Any]:
+    """sql translated and params checked before anything is sent (ProgrammingError)."""
+    try:
+        t = translate(sql, "postgres")
+        values = check_params(t, params)
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True  # type: ignore[attr-defined]
+    return t, values
+
+
+def prepared_many(conn: psycopg.Connection[Row], sql: str,
+                  seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Pending:
+    try:
+        t = translate(sql, "postgres")
+        rows = [check_params(t, p) for p in seq]
+    except BAD_INPUT as exc:
+        raise from_bad_input(exc) from exc
+    if changes_session(t.sql):
+        conn.dirty = True  # type: ignore[attr-defined]
+    return t.sql, rows, True
+
+
+def send(conn: psycopg.Connection[Row], pending: list[Pending],
+         last: Pending | None) -> psycopg.Cursor[Row] | None:
+    """pending, then last, in one pipeline: one round trip, one Sync. After a statement
+    fails the server skips the rest (a COMMIT among them never runs) and psycopg raises
+    the first error. Returns last's cursor, its results fetched."""
+    cur = None
+    with conn.pipeline():
+        for sql, values, many in pending:
+            if many:
+                conn.cursor().executemany(sql, values)
+            else:
+                conn.execute(sql, values)
+        if last is not None:
+            cur = conn.cursor()
+            if last[2]:
+                cur.executemany(last[0], last[1])
+            else:
+                cur.execute(last[0], last[1])
+    return cur
+
+
+def result(cur: psycopg.Cursor[Row], t: Translated, how: str) -> Any:
+    if how == "get":
+        return cur.fetchone()
+    if how == "all":
+        return cur.fetchall()
+    if t.returning and cur.description is not None:
+        row = cur.fetchone()
+        return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
+    return RunResult(cur.rowcount, None)
+
+
+def interruption(exc: psycopg.Error) -> BaseException | None:
+    """What exc hides, if it was raised because something interrupted a pipeline: an
+    exception raised into psycopg's pipeline exit (a signal handler, a task's
+    cancellation) makes its cleanup fail with "cannot exit pipeline mode while busy",
+    which replaces it, so the interruption would reach the caller as a database error.
+    A server's error has no such context."""
+    seen = exc.__context__
+    for _ in range(4):
+        if seen is None:
+            return None
+        if not isinstance(seen, psycopg.Error):
+            return seen
+        seen = seen.__context__
+    return None
