@@ -626,7 +626,13 @@ class AsyncPostgresBackend:
                     await handle._send((self._commit, None, False))  # held back, COMMIT
                 return
             handle.pending = []  # rolled back: what was held back never runs
-            await handle.exec(self._commit if commit else "ROLLBACK")
+            if commit:
+                await handle.exec(self._commit)
+            else:
+                # The block's own exception (a cancellation) is the one to raise; a
+                # connection that cannot roll back is dropped when it is returned.
+                with contextlib.suppress(StoreError):
+                    await handle.exec("ROLLBACK")
         finally:
             await self._putconn(handle.conn)
 
