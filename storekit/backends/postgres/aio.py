@@ -41,7 +41,7 @@ from storekit.backends.postgres.backend import (
     check_options,
     connect_timeout,
 )
-from storekit.backends.postgres.deferred import interruption
+from storekit.backends.postgres.deferred import ABORT, interruption, reraised, unqueued
 from storekit.backends.postgres.pipeline import apipeline, apipeline_nolock
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
@@ -154,18 +154,34 @@ async def _pipeline(conn: AConn, pending: list[Pending],
     statement fails the server skips the rest (a COMMIT among them never runs), and the
     first error is raised. Returns last's cursor, its results fetched."""
     cur = None
-    async with conn.pipeline():
-        for sql, values, many in pending:
-            if many:
-                await conn.cursor().executemany(sql, values)
+    refused: BaseException | None = None  # see deferred.ABORT
+    try:
+        async with conn.pipeline():
+            for sql, values, many in pending:
+                try:
+                    if many:
+                        await conn.cursor().executemany(sql, values)
+                    else:
+                        await conn.execute(sql, values)
+                except BaseException as exc:
+                    if not unqueued(exc):
+                        raise
+                    refused = exc
+                    await conn.execute(ABORT)
+                    break
             else:
-                await conn.execute(sql, values)
-        if last is not None:
-            cur = conn.cursor()
-            if last[2]:
-                await cur.executemany(last[0], last[1])
-            else:
-                await cur.execute(last[0], last[1])
+                if last is not None:
+                    cur = conn.cursor()
+                    if last[2]:
+                        await cur.executemany(last[0], last[1])
+                    else:
+                        await cur.execute(last[0], last[1])
+    except psycopg.Error as exc:
+        if refused is None:
+            raise
+        raise reraised(refused, exc) from None
+    if refused is not None:
+        raise refused
     return cur
 
 
@@ -230,6 +246,10 @@ class AsyncPgHandle:
             if cause is not None:
                 raise cause from None
             self.failed = error = from_psycopg(exc)
+            raise error from exc
+        except BAD_INPUT as exc:  # a value psycopg cannot send (a lone surrogate)
+            _failed(self.conn)
+            self.failed = error = from_bad_input(exc)
             raise error from exc
         except BaseException:
             _failed(self.conn)  # cancelled: the server may have run part of it

@@ -265,7 +265,8 @@ class PgHandle:
             raise error from exc
         except BAD_INPUT as exc:  # a value psycopg cannot send (a lone surrogate)
             self.conn.dirty = True
-            raise from_bad_input(exc) from exc
+            self.failed = error = from_bad_input(exc)
+            raise error from exc
         except BaseException:
             self.conn.dirty = True  # interrupted: the server may have run part of it
             raise

@@ -41,24 +41,63 @@ def prepared_many(conn: psycopg.Connection[Row], sql: str,
     return t.sql, rows, True
 
 
+# Queued in place of a held-back statement that could not be queued (a value psycopg
+# refuses, an interruption): the server aborts the transaction there, so neither the
+# statements before it (PostgreSQL's implicit transaction would commit them at the Sync)
+# nor a later COMMIT can commit part of what was held back. Its error is the caller's
+# concern only through the exception it stands for.
+ABORT = ("SELECT CAST('storekit: a held-back statement could not be sent;"
+         " the transaction is aborted' AS int)")
+
+
+def unqueued(exc: BaseException) -> bool:
+    """Whether exc, raised while queuing, is the client's (the server's errors abort
+    the transaction themselves)."""
+    return getattr(exc, "sqlstate", None) is None
+
+
+def reraised(refused: BaseException, exc: psycopg.Error | None) -> BaseException:
+    """What send raises once the pipeline ended after refused: an earlier statement's
+    server error if there was one, else refused itself."""
+    if exc is None or "storekit: a held-back statement" in str(exc):
+        return refused
+    return exc
+
+
 def send(conn: psycopg.Connection[Row], pending: list[Pending],
          last: Pending | None) -> psycopg.Cursor[Row] | None:
     """pending, then last, in one pipeline: one round trip, one Sync. After a statement
     fails the server skips the rest (a COMMIT among them never runs) and psycopg raises
     the first error. Returns last's cursor, its results fetched."""
     cur = None
-    with conn.pipeline():
-        for sql, values, many in pending:
-            if many:
-                conn.cursor().executemany(sql, values)
+    refused: BaseException | None = None
+    try:
+        with conn.pipeline():
+            for sql, values, many in pending:
+                try:
+                    if many:
+                        conn.cursor().executemany(sql, values)
+                    else:
+                        conn.execute(sql, values)
+                except BaseException as exc:
+                    if not unqueued(exc):
+                        raise
+                    refused = exc
+                    conn.execute(ABORT)
+                    break
             else:
-                conn.execute(sql, values)
-        if last is not None:
-            cur = conn.cursor()
-            if last[2]:
-                cur.executemany(last[0], last[1])
-            else:
-                cur.execute(last[0], last[1])
+                if last is not None:
+                    cur = conn.cursor()
+                    if last[2]:
+                        cur.executemany(last[0], last[1])
+                    else:
+                        cur.execute(last[0], last[1])
+    except psycopg.Error as exc:
+        if refused is None:
+            raise
+        raise reraised(refused, exc) from None
+    if refused is not None:
+        raise refused
     return cur
 
 
