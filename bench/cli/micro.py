@@ -34,10 +34,19 @@ def ratio_table(frame: pd.DataFrame, title: str) -> Table:
                 ("ms", "raw ms", "x raw", "added us", "budget us", "x SQLAlchemy"))
     for _, r in frame.iterrows():
         mark = "" if r["within_budget"] else "!"
-        out.add_row(r["operation"], r["backend"], f"{r['storekit']:.4f}", f"{r['raw']:.4f}",
-                    f"{r['storekit/raw']:.2f}", f"{r['added_us']:+.1f}{mark}",
-                    f"{r['budget_us']:.1f}", f"{r['storekit/sqlalchemy']:.2f}")
+        out.add_row(r["operation"], r["backend"], _ms(r["storekit"]), _ms(r["raw"]),
+                    f"{r['storekit/raw']:.2f}", f"{_us(r['added_us'], '+')}{mark}",
+                    _us(r["budget_us"], ""), f"{r['storekit/sqlalchemy']:.2f}")
     return out
+
+
+# Four significant digits at most: the table stays within 100 columns, headers whole.
+def _ms(value: float) -> str:
+    return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+
+
+def _us(value: float, sign: str) -> str:
+    return f"{value:{sign}.1f}" if abs(value) < 1000 else f"{value:{sign}.0f}"
 
 
 def show(json_path: Path, quick: bool) -> None:
