@@ -27,7 +27,6 @@ from psycopg.rows import dict_row
 from storekit.aio_gate import Gate
 from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
 from storekit.backends.postgres.backend import (
-    _BEGIN,
     _IDLE,
     _IN_ERROR,
     _KEEP_ROWS,
@@ -40,8 +39,16 @@ from storekit.backends.postgres.backend import (
     _cursor_names,
     check_options,
     connect_timeout,
+    opening,
 )
-from storekit.backends.postgres.deferred import ABORT, interruption, reraised, unqueued
+from storekit.backends.postgres.deferred import (
+    ABORT,
+    interruption,
+    prepared,
+    prepared_many,
+    reraised,
+    unqueued,
+)
 from storekit.backends.postgres.pipeline import apipeline, apipeline_nolock
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import (
@@ -57,7 +64,7 @@ from storekit.errors import (
     from_psycopg,
 )
 from storekit.params import Params, Translated, check_params, check_sql_text, translate
-from storekit.rls import REGISTER, SETTING, TOKEN_SETTING, scope_token
+from storekit.rls import REGISTER
 from storekit.url import DatabaseURL
 
 
@@ -122,30 +129,6 @@ async def _result(cur: psycopg.AsyncCursor[Row], t: Translated, how: str) -> Any
         row = await cur.fetchone()
         return RunResult(cur.rowcount, next(iter(row.values())) if row else None)
     return RunResult(cur.rowcount, None)
-
-
-def _prepared(conn: AConn, sql: str, params: Params) -> tuple[Translated, Any]:
-    """sql translated and params checked, before anything is sent (ProgrammingError)."""
-    try:
-        t = translate(sql, "postgres")
-        values = check_params(t, params)
-    except BAD_INPUT as exc:
-        raise from_bad_input(exc) from exc
-    if changes_session(t.sql):
-        conn.dirty = True
-    return t, values
-
-
-def _prepared_many(conn: AConn, sql: str,
-                   seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Pending:
-    try:
-        t = translate(sql, "postgres")
-        rows = [check_params(t, p) for p in seq]
-    except BAD_INPUT as exc:
-        raise from_bad_input(exc) from exc
-    if changes_session(t.sql):
-        conn.dirty = True
-    return t.sql, rows, True
 
 
 async def _pipeline(conn: AConn, pending: list[Pending],
@@ -262,7 +245,7 @@ class AsyncPgHandle:
 
     async def _do(self, sql: str, params: Params, how: str) -> Any:
         if self.pending:
-            t, values = _prepared(self.conn, sql, params)
+            t, values = prepared(self.conn, sql, params)
             cur = await self._send((t.sql, values, False))
             assert cur is not None
             return await _result(cur, t, how)
@@ -277,7 +260,7 @@ class AsyncPgHandle:
         if not self.pipelined:
             await self.run(sql, params)
             return
-        t, values = _prepared(self.conn, sql, params)
+        t, values = prepared(self.conn, sql, params)
         self.pending.append((t.sql, values, False))
 
     async def run_many_deferred(self, sql: str,
@@ -286,7 +269,7 @@ class AsyncPgHandle:
         if not self.pipelined:
             await self.run_many(sql, seq)
             return
-        self.pending.append(_prepared_many(self.conn, sql, seq))
+        self.pending.append(prepared_many(self.conn, sql, seq))
 
     async def run(self, sql: str, params: Params = None) -> RunResult:
         result: RunResult = await self._do(sql, params, "run")
@@ -333,7 +316,7 @@ class AsyncPgHandle:
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
         if self.pending:
-            cur = await self._send(_prepared_many(self.conn, sql, seq))
+            cur = await self._send(prepared_many(self.conn, sql, seq))
             assert cur is not None
             return cur.rowcount
         try:
@@ -608,17 +591,12 @@ class AsyncPostgresBackend:
     async def begin(self, *, readonly: bool, team_id: Any = None,
                     isolation: str = "serializable") -> AsyncPgHandle:
         # BEGIN (and the scope) go out with the first statement: see AsyncPgHandle.
-        opening: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
-        if team_id is not None:
-            team = str(team_id)
-            opening.append((f"SELECT set_config('{SETTING}', %s, true),"
-                            f" set_config('{TOKEN_SETTING}', %s, true)",
-                            (team, scope_token(self._scope_key, team)), False))
+        held = opening(isolation, readonly, team_id, self._scope_key)
         conn = await self._getconn()
         if team_id is not None:
             conn.dirty = True  # as run() marks set_config: reset before the next borrower
         implicit = isolation == "read committed" and not readonly and team_id is None
-        return AsyncPgHandle(conn, readonly, opening, implicit)
+        return AsyncPgHandle(conn, readonly, held, implicit)
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
         try:

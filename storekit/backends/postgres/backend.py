@@ -225,6 +225,18 @@ def _resynced(conn: psycopg.Connection[Row], exc: StoreError) -> bool:
     return True
 
 
+def opening(isolation: str, readonly: bool, team_id: Any, scope_key: Any) -> list[Pending]:
+    """What opens a transaction, held back until its first statement (sync and aio):
+    BEGIN at its level, then the team scope's settings."""
+    held: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
+    if team_id is not None:
+        team = str(team_id)
+        held.append((f"SELECT set_config('{SETTING}', %s, true),"
+                     f" set_config('{TOKEN_SETTING}', %s, true)",
+                     (team, scope_token(scope_key, team)), False))
+    return held
+
+
 class PgHandle:
     """Data methods on one psycopg connection, held for a transaction.
 
@@ -731,16 +743,11 @@ class PostgresBackend:
     def begin(self, *, readonly: bool, team_id: Any = None,
               isolation: str = "serializable") -> PgHandle:
         # BEGIN (and the scope) go out with the first statement: see PgHandle.
-        opening: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
-        if team_id is not None:
-            team = str(team_id)
-            opening.append((f"SELECT set_config('{SETTING}', %s, true),"
-                            f" set_config('{TOKEN_SETTING}', %s, true)",
-                            (team, scope_token(self._scope_key, team)), False))
+        held = opening(isolation, readonly, team_id, self._scope_key)
         conn = self._getconn()
         if team_id is not None:
             conn.dirty = True  # as run() marks set_config: reset before the next borrower
-        handle = PgHandle(conn, readonly, opening)
+        handle = PgHandle(conn, readonly, held)
         self._handles.add(handle)
         return handle
 

@@ -17,19 +17,20 @@ from storekit.params import Params, Translated, check_params, translate
 Pending = tuple[str, Any, bool]  # translated SQL, checked values, executemany
 
 
-def prepared(conn: psycopg.Connection[Row], sql: str, params: Params) -> tuple[Translated, Any]:
-    """sql translated and params checked before anything is sent (ProgrammingError)."""
+def prepared(conn: Any, sql: str, params: Params) -> tuple[Translated, Any]:
+    """sql translated and params checked before anything is sent (ProgrammingError).
+    conn is a sync or async connection: only its `dirty` mark is set."""
     try:
         t = translate(sql, "postgres")
         values = check_params(t, params)
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
     if changes_session(t.sql):
-        conn.dirty = True  # type: ignore[attr-defined]
+        conn.dirty = True
     return t, values
 
 
-def prepared_many(conn: psycopg.Connection[Row], sql: str,
+def prepared_many(conn: Any, sql: str,
                   seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Pending:
     try:
         t = translate(sql, "postgres")
@@ -37,7 +38,7 @@ def prepared_many(conn: psycopg.Connection[Row], sql: str,
     except BAD_INPUT as exc:
         raise from_bad_input(exc) from exc
     if changes_session(t.sql):
-        conn.dirty = True  # type: ignore[attr-defined]
+        conn.dirty = True
     return t.sql, rows, True
 
 
