@@ -80,6 +80,7 @@ BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at
 TURN_S = 0.002
 _WITH_WRITE = re.compile(r"\b(insert|update|delete|replace)\b", re.IGNORECASE)
 _AGAIN: Any = object()
+_LATER: Any = object()
 T = TypeVar("T")
 
 
@@ -120,17 +121,27 @@ class AsyncSqliteHandle:
     def __init__(self, backend: AsyncSqliteBackend, c: _Conn, write_tx: bool) -> None:
         self._b, self.c, self.write_tx = backend, c, write_tx
 
+    # _stmt's common case inline (see _now): one coroutine per statement, not two.
     async def run(self, sql: str, params: Params = None) -> RunResult:
-        b = self._b
-        return await b._stmt(self.c, self.c.handle.run, self._interruptible(sql), sql, params)
+        b, c, i = self._b, self.c, self._interruptible(sql)
+        done = b._now(c, c.handle.run, i, sql, params)
+        if done is _LATER or done is _AGAIN:
+            return await b._later(done, c, c.handle.run, i, sql, params)
+        return done
 
     async def get(self, sql: str, params: Params = None) -> Row | None:
-        b = self._b
-        return await b._stmt(self.c, self.c.handle.get, self._interruptible(sql), sql, params)
+        b, c, i = self._b, self.c, self._interruptible(sql)
+        done = b._now(c, c.handle.get, i, sql, params)
+        if done is _LATER or done is _AGAIN:
+            return await b._later(done, c, c.handle.get, i, sql, params)
+        return done
 
     async def all(self, sql: str, params: Params = None) -> list[Row]:
-        b = self._b
-        return await b._stmt(self.c, self.c.handle.all, self._interruptible(sql), sql, params)
+        b, c, i = self._b, self.c, self._interruptible(sql)
+        done = b._now(c, c.handle.all, i, sql, params)
+        if done is _LATER or done is _AGAIN:
+            return await b._later(done, c, c.handle.all, i, sql, params)
+        return done
 
     def iter(self, sql: str, params: Params = None, tx: Any = None) -> AsyncIterator[Row]:
         return self._b._iter(self.c, self._interruptible(sql), sql, params, tx)
@@ -181,6 +192,7 @@ class AsyncSqliteBackend:
         self._busy_ms = o.busy_timeout_ms
         self._timeout = o.busy_timeout_ms / 1000
         self._w = _Conn(sync._writer)
+        self._raw_w = functools.partial(self._raw, self._w)  # BEGIN and COMMIT
         self._idle: list[_Conn] = []
         self._queue = Gate(1, self._timeout)
         # One thread for what runs while the write lock is held (they are serialised
@@ -267,6 +279,23 @@ class AsyncSqliteBackend:
         """Let other tasks run (callers check TURN_S first: no coroutine per statement)."""
         await asyncio.sleep(0)
         self._turn_at = time.monotonic()
+
+    def _now(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
+             params: Params) -> T:
+        """_stmt without a coroutine, when the statement can run on the loop now: its
+        result; else _LATER (a turn is due, the transaction is lost, the statement was
+        slow: all of _stmt) or _AGAIN (interrupted or SQLITE_BUSY: off the loop), which
+        the caller passes to _later()."""
+        if (time.monotonic() - self._turn_at > TURN_S or (self._tx_lost and c is self._w)
+                or sql in self._slow):
+            return _LATER  # type: ignore[no-any-return]
+        return self._try(c, fn, interruptible, sql, params)
+
+    async def _later(self, why: Any, c: _Conn, fn: Callable[..., T], interruptible: bool,
+                     sql: str, params: Params) -> T:
+        if why is _AGAIN:
+            return await self._off_loop(c, fn, sql, params, again=True)
+        return await self._stmt(c, fn, interruptible, sql, params)
 
     async def _stmt(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
                     params: Params) -> T:
@@ -578,8 +607,10 @@ class AsyncSqliteBackend:
             # BEGIN IMMEDIATE behind another program's writer waits in a thread.
             # Never under the budget: an interrupted BEGIN may have opened the
             # transaction (SQLite calls the progress handler after the last step too).
-            await self._stmt(self._w, functools.partial(self._raw, self._w), False,
-                             self._sync._begin, None)
+            w, raw, sql = self._w, self._raw_w, self._sync._begin
+            done = self._now(w, raw, False, sql, None)
+            if done is _LATER or done is _AGAIN:
+                await self._later(done, w, raw, False, sql, None)
         except BaseException:
             self._release_writer()
             raise
@@ -603,8 +634,10 @@ class AsyncSqliteBackend:
                 else:
                     # Never under the budget: an interrupted COMMIT may have committed. One
                     # that ran long moves to the thread next time (_stmt).
-                    await self._stmt(c, functools.partial(self._raw, c), False, "COMMIT",
-                                     None)
+                    raw = self._raw_w if c is self._w else functools.partial(self._raw, c)
+                    done = self._now(c, raw, False, "COMMIT", None)
+                    if done is _LATER or done is _AGAIN:
+                        await self._later(done, c, raw, False, "COMMIT", None)
         except BaseException:
             if not self._queue.closed and c.conn.in_transaction:
                 with contextlib.suppress(StoreError):  # the first error is the one to see
