@@ -195,6 +195,7 @@ class AsyncSqliteBackend:
         self._raw_w = functools.partial(self._raw, self._w)  # BEGIN and COMMIT
         self._idle: list[_Conn] = []
         self._queue = Gate(1, self._timeout)
+        self._closing = False
         # One thread for what runs while the write lock is held (they are serialised
         # anyway), a few for reads that ran past the budget and outside checkpoints.
         self._wpool = ThreadPoolExecutor(1, thread_name_prefix="storekit-aio-writer")
@@ -244,15 +245,17 @@ class AsyncSqliteBackend:
     def _try(self, c: _Conn, fn: Callable[..., T], interruptible: bool, sql: str,
              params: Params) -> T:
         """fn(sql, params) on the loop; _AGAIN if it must run again off the loop."""
-        if self._queue.closed:
+        if self._closing:
             self._check_open()  # see close(): the connections may be closing in a thread
         start = time.monotonic()
         if interruptible:
             if c is self._w and self._write_tx:
                 # Describing result types creates a temporary view: a write, which an
                 # interrupt would answer by rolling back the transaction. Not timed.
-                with contextlib.suppress(Exception):
+                try:  # noqa: SIM105 - contextlib.suppress costs a microsecond here
                     c.handle._converters(translate(sql, "sqlite"))
+                except Exception:
+                    pass
             c.budget_end = start + BUDGET_S
         try:
             return fn(sql, params)
@@ -319,7 +322,7 @@ class AsyncSqliteBackend:
         """fn(*args) in a worker thread, with the busy timeout on. Never returns while the
         thread still uses the connection: a cancellation interrupts it and waits.
         again: fn is one statement, which SQLITE_BUSY leaves undone (see _in_thread)."""
-        if self._queue.closed:
+        if self._closing:
             self._check_open()  # the pools are shut down or shutting down
         job = job or _Job()
         if c is self._w:
@@ -374,7 +377,7 @@ class AsyncSqliteBackend:
             conn.execute("PRAGMA busy_timeout=0")
 
     def _raw(self, c: _Conn, statement: str, _params: Params = None) -> None:
-        if self._queue.closed:
+        if self._closing:
             self._check_open()
         try:
             c.conn.execute(statement)
@@ -410,7 +413,7 @@ class AsyncSqliteBackend:
         """fn(*args) in the writer's thread while this task holds the write lock. If the
         task is cancelled, the lock is given back when the thread is done, not before
         (leased: whether the turn is held then; None: what fn returned says)."""
-        if self._queue.closed:
+        if self._closing:
             self._check_open()
         fut = asyncio.get_running_loop().run_in_executor(self._wpool, fn, *args)
         try:
@@ -436,7 +439,7 @@ class AsyncSqliteBackend:
     def _release_writer(self) -> None:
         """Roll back what is left open, checkpoint when due (in a thread), give back."""
         self._write_tx = self._tx_lost = self._tx_heavy = False
-        if self._queue.closed:  # close() rolls back; its thread may be closing conn now
+        if self._closing:  # close() rolls back; its thread may be closing conn now
             self._let_go()
             return
         conn = self._w.conn
@@ -559,7 +562,7 @@ class AsyncSqliteBackend:
                         raise ended()
                     batch = await self._off_loop(c, self._fetch, cur)
             finally:
-                if not self._queue.closed:  # else close() closes the connection, maybe now
+                if not self._closing:  # else close() closes the connection, maybe now
                     cur.close()  # a half-read cursor would keep the connection's snapshot open
         finally:
             if own:
@@ -639,7 +642,7 @@ class AsyncSqliteBackend:
                     if done is _LATER or done is _AGAIN:
                         await self._later(done, c, raw, False, "COMMIT", None)
         except BaseException:
-            if not self._queue.closed and c.conn.in_transaction:
+            if not self._closing and c.conn.in_transaction:
                 with contextlib.suppress(StoreError):  # the first error is the one to see
                     self._raw(c, "ROLLBACK")
             raise
@@ -676,7 +679,7 @@ class AsyncSqliteBackend:
         return SqliteListener(sub, db)
 
     def _check_open(self) -> None:
-        if self._queue.closed:
+        if self._closing:
             raise StoreError(f"the database {self._sync.url} is closed")  # as AsyncDatabase's
 
     async def close(self) -> None:
@@ -684,6 +687,7 @@ class AsyncSqliteBackend:
         # statement on the loop (_try, _raw, _off_loop...: they check _queue.closed): a
         # task suspended inside a call, holding a connection (at _turn's yield, say),
         # would otherwise use it while _close() closes it in a thread, which crashes.
+        self._closing = True  # the gate's state, read as a plain attribute on hot paths
         self._queue.close()
         await asyncio.to_thread(self._close)
 
