@@ -230,10 +230,17 @@ def opening(isolation: str, readonly: bool, team_id: Any, scope_key: Any) -> lis
     BEGIN at its level, then the team scope's settings."""
     held: list[Pending] = [(_BEGIN[isolation, readonly], None, False)]
     if team_id is not None:
-        team = str(team_id)
+        try:
+            team = str(team_id)
+            if "\0" in team:
+                raise ValueError("a NUL character")  # libpq would cut the text there
+            token = scope_token(scope_key, team)
+        except BAD_INPUT as exc:  # a lone surrogate, a __str__ that raises
+            raise ProgrammingError(
+                f"team_id must be text PostgreSQL can store: {type(exc).__name__}: {exc}"
+            ) from exc
         held.append((f"SELECT set_config('{SETTING}', %s, true),"
-                     f" set_config('{TOKEN_SETTING}', %s, true)",
-                     (team, scope_token(scope_key, team)), False))
+                     f" set_config('{TOKEN_SETTING}', %s, true)", (team, token), False))
     return held
 
 
