@@ -330,14 +330,19 @@ class AsyncDatabase:
         return tx
 
     # Data methods: inside a transaction of this task, they join it.
-    def run(self, sql: str, params: Params = None) -> Coroutine[Any, Any, RunResult]:
-        return (self._joined() or self._backend).run(sql, params)
+    # Coroutines, not functions returning one: which transaction a call joins is decided
+    # by the task that awaits it (asyncio.create_task(db.run(...)) works on its own).
+    async def run(self, sql: str, params: Params = None) -> RunResult:
+        tx = self._joined()
+        return await (tx or self._backend).run(sql, params)
 
-    def get(self, sql: str, params: Params = None) -> Coroutine[Any, Any, Row | None]:
-        return (self._joined() or self._backend).get(sql, params)
+    async def get(self, sql: str, params: Params = None) -> Row | None:
+        tx = self._joined()
+        return await (tx or self._backend).get(sql, params)
 
-    def all(self, sql: str, params: Params = None) -> Coroutine[Any, Any, list[Row]]:
-        return (self._joined() or self._backend).all(sql, params)
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        tx = self._joined()
+        return await (tx or self._backend).all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> AsyncIterator[Row]:
         tx = self._joined()
