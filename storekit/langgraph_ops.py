@@ -13,7 +13,6 @@ async driver on PostgreSQL holds run and many steps back until the next read or 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -42,6 +41,7 @@ from storekit.langgraph_sql import (
     WRITES_UPSERT,
     select_sql,
 )
+from storekit.params import to_json
 
 # The longest key parts, in UTF-8 bytes: a writes row's index key (thread, namespace,
 # checkpoint, task) then stays under PostgreSQL's B-tree entry limit (about 2.7 KB), so
@@ -153,7 +153,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 def _json(value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return to_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ProgrammingError(f"filter value is not JSON: {exc}") from exc
 

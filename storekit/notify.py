@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storekit.errors import ProgrammingError
+from storekit.params import to_json
 from storekit.schema_names import check_ident
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Notification:
 
 def _payload_text(payload: str | Mapping[str, Any]) -> str:
     if isinstance(payload, Mapping):
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)  # NaN: not JSON
+        text = to_json(payload)  # NaN: not JSON
     elif isinstance(payload, str):
         text = payload
     else:

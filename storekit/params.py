@@ -290,12 +290,14 @@ def check_params(t: Translated, params: Params) -> Sequence[Any] | Mapping[str, 
 
 
 _SQLITE_NATIVE = frozenset({int, float, str, bytes, type(None), bool})
+# Compact JSON; allow_nan=False: NaN and Infinity are not JSON (jsonb refuses them too).
+# One encoder for every call: json.dumps with options builds a new one each time.
+to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _sqlite_value(v: Any) -> Any:
     if isinstance(v, (dict, list)):
-        # allow_nan=False: NaN and Infinity are not JSON; jsonb refuses them too.
-        return json.dumps(v, separators=(",", ":"), allow_nan=False)
+        return to_json(v)
     if isinstance(v, (Decimal, UUID)):
         return str(v)
     if isinstance(v, (datetime, date, time)):

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import functools
 import itertools
-import json
 import os
 import secrets
 import threading
@@ -63,13 +61,13 @@ from storekit.errors import (
     from_bad_input,
     from_psycopg,
 )
-from storekit.params import Params, check_params, check_sql_text, translate
+from storekit.params import Params, check_params, check_sql_text, to_json, translate
 from storekit.url import DatabaseURL
 
 
 class _StrictJsonbDumper(JsonbDumper):
     # NaN and Infinity are not JSON: refused here (ValueError) as SQLite's adaptation does.
-    _dumps = functools.partial(json.dumps, allow_nan=False)
+    _dumps = to_json
 
 
 # Dicts and lists are sent as jsonb; everything else keeps psycopg's own adaptation.
