@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="alternating baseline/harness pairs per point (default: %(default)s)")
     p.add_argument("--agents", default=",".join(map(str, AGENTS)),
                    help="agent counts, comma-separated (default: %(default)s)")
+    p.add_argument("--backend", choices=("all", "sqlite", "postgres"), default="all",
+                   help="which backends to calibrate (default: %(default)s)")
     p.add_argument("--workload", default="all",
                    help=f"workloads, comma-separated, of: {', '.join(WRITE_TXS)}"
                         " (default: all)")
@@ -43,22 +45,30 @@ def main(args: argparse.Namespace) -> int:
     if unknown or not agents or min(agents) <= 0:
         raise CliError(f"unknown workload {unknown} or bad --agents {args.agents!r}")
     report = calibrate(Path(args.results_dir), seconds=args.seconds, rounds=args.rounds,
-                       agents=agents, workloads=workloads, progress=console.print)
+                       agents=agents, workloads=workloads, progress=console.print,
+                       backends=("sqlite", "postgres") if args.backend == "all"
+                       else (args.backend,))
     path = results.write_extra("calibration", report, Path(args.results_dir))
     out = table(f"Harness vs the same transaction with nothing around it; {path}",
                 ("workload", "backend"),
-                ("agents", "baseline", "baseline tps", "psycopg tps", "storekit tps",
-                 "harness tps", "harness / baseline", "psycopg / baseline",
-                 "storekit / driver", "harness / storekit"))
+                ("agents", "baseline", "baseline tps", "psycopg tps", "storekit stock tps",
+                 "storekit tps", "harness tps", "harness / baseline", "psycopg / baseline",
+                 "storekit / driver", "stock / driver", "fair / stock",
+                 "harness / storekit"))
     for r in report["ratios"]:
         out.add_row(r["workload"], r["backend"], str(r["agents"]), r["baseline"],
                     f"{r['baseline_tps']:,.0f}", _tps(r.get("driver_tps")),
-                    _tps(r.get("storekit_tps")), f"{r['harness_tps']:,.0f}",
-                    f"{r['ratio']:.2f}", _ratio(r.get("driver_ratio")),
-                    _ratio(r.get("storekit_ratio")), _ratio(r.get("harness_ratio")))
+                    _tps(r.get("stock_tps")), _tps(r.get("storekit_tps")),
+                    f"{r['harness_tps']:,.0f}", f"{r['ratio']:.2f}",
+                    _ratio(r.get("driver_ratio")), _ratio(r.get("storekit_ratio")),
+                    _ratio(r.get("stock_ratio")), _ratio(r.get("fair_ratio")),
+                    _ratio(r.get("harness_ratio")))
     console.print(out)
-    console.print("driver: plain psycopg on PostgreSQL, bare sqlite3 on SQLite. The three"
-                  " ratios on the right multiply to harness / baseline.")
+    console.print("driver: plain psycopg on PostgreSQL, bare sqlite3 on SQLite. psycopg /"
+                  " baseline x storekit / driver x harness / storekit = harness / baseline."
+                  " On SQLite storekit / driver = stock / driver (the storekit loop without"
+                  " fair locking: the adapter's calls) x fair / stock (taking turns across"
+                  " processes).")
     console.print(f"fdatasync p50 {report['fdatasync_p50_ms']:.3f} ms;"
                   f" {'; '.join(report['skipped'])}")
     return 0

@@ -39,6 +39,9 @@ from storekit.url import DatabaseURL
 
 AGENTS = (1, 4, 16)
 SQLITE_CONFIG = "sqlite-wal"
+# The storekit loop again without the fair write-lock hand-off: splits storekit / bare
+# sqlite3 into the adapter's per-call cost and the cost of taking turns across processes.
+STOCK_CONFIG = "sqlite-wal-stock"
 POSTGRES_CONFIG = "postgres"
 WARMUP = 0.5
 CORPUS = 2_000  # the search workload's seed rows: its write is what is measured here
@@ -48,12 +51,12 @@ def _start_margin(agents: int) -> float:
     return 0.5 + 0.05 * agents  # spawned workers are ready; this covers opening connections
 
 
-def _open_loop(kind: str, target: str) -> tuple[Any, Callable[[], None]]:
+def _open_loop(kind: str, target: str, config: str) -> tuple[Any, Callable[[], None]]:
     """The connection a loop of `kind` runs on, and what closes it. bare: sqlite3 with WAL,
     NORMAL and a 5 s busy timeout; psycopg: an autocommit connection (the transaction
-    sends BEGIN itself); storekit: the sqlite-wal or postgres config, as the harness opens
-    it. Each loop catches what a conflict or a lock timeout raises in it, as the harness
-    counts errors: an attempt that failed is not a commit."""
+    sends BEGIN itself); storekit: `config` (sqlite-wal, sqlite-wal-stock or postgres), as
+    the harness opens it. Each loop catches what a conflict or a lock timeout raises in
+    it, as the harness counts errors: an attempt that failed is not a commit."""
     if kind == "bare":
         conn = sqlite3.connect(target, isolation_level=None, timeout=5.0)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -62,7 +65,6 @@ def _open_loop(kind: str, target: str) -> tuple[Any, Callable[[], None]]:
     if kind == "psycopg":
         pg = psycopg.connect(target, autocommit=True)
         return pg, pg.close
-    config = SQLITE_CONFIG if target.startswith("sqlite") else POSTGRES_CONFIG
     db = CONFIGS[config].open(target, pool_size=1)
     return db, db.close
 
@@ -74,12 +76,12 @@ _LOOP_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
 }
 
 
-def _loop_agent(kind: str, target: str, workload: str, run_key: int, agent: int,
-                start_at: float, seconds: float) -> int:
+def _loop_agent(kind: str, config: str, target: str, workload: str, run_key: int,
+                agent: int, start_at: float, seconds: float) -> int:
     """One process of a loop with nothing around the transaction: commits in the window."""
     tx = getattr(WRITE_TXS[workload], kind)
     errors = _LOOP_ERRORS[kind]
-    conn, close = _open_loop(kind, target)
+    conn, close = _open_loop(kind, target, config)
     begin = start_at - time.time() + time.perf_counter()
     measure, end = begin + WARMUP, begin + WARMUP + seconds
     while time.perf_counter() < begin:
@@ -146,7 +148,7 @@ class Calibration:
         target = url.removeprefix("sqlite:///") if kind == "bare" else url
         start_at = time.time() + _start_margin(agents)
         counts = self.pool.starmap(
-            _loop_agent, [(kind, target, workload, run_key, i, start_at, self.seconds)
+            _loop_agent, [(kind, config, target, workload, run_key, i, start_at, self.seconds)
                           for i in range(agents)], chunksize=1)
         return sum(counts) / self.seconds
 
@@ -187,7 +189,9 @@ def _row(workload: str, backend: str, baseline: str, agents: int,
     """One point: the median of each layer's runs, and the ratios between layers. ratio
     (harness / baseline) is the figure the goal is about; the layers say where it goes:
     driver (plain psycopg / pgbench: the Python client), storekit (the storekit loop / the
-    driver loop), harness (the harness / the storekit loop: its own bookkeeping)."""
+    driver loop), harness (the harness / the storekit loop: its own bookkeeping). On SQLite
+    storekit splits in two: stock (the loop without fair locking / bare sqlite3: the
+    adapter's calls) and fair (with / without it: taking turns across processes)."""
     m = {k: statistics.median(v) for k, v in runs.items()}
 
     def div(a: str, b: str) -> float:
@@ -200,6 +204,9 @@ def _row(workload: str, backend: str, baseline: str, agents: int,
             "ratio": div("harness", "baseline"),
             "driver_ratio": div("psycopg", "baseline") if driver == "psycopg" else None,
             "storekit_ratio": div("storekit", driver), "harness_ratio": div("harness", "storekit"),
+            "stock_tps": m.get("stock"),
+            "stock_ratio": div("stock", driver) if "stock" in m else None,
+            "fair_ratio": div("storekit", "stock") if "stock" in m else None,
             **{f"{k}_runs": v for k, v in runs.items()}}
 
 
@@ -216,6 +223,7 @@ def _point(rounds: int, ways: dict[str, Callable[[], float]]
 
 def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
               agents: tuple[int, ...] = AGENTS, workloads: list[str] | None = None,
+              backends: tuple[str, ...] = ("sqlite", "postgres"),
               progress: Any = None) -> dict[str, Any]:
     """fsync latency, then per backend, workload and agent count: the baseline (bare
     sqlite3, pgbench), plain psycopg (PostgreSQL), the storekit loop and the harness,
@@ -237,7 +245,7 @@ def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
     cal = Calibration(seconds, agents)
     try:
         folder = Path(tempfile.mkdtemp(prefix="storekit-cal-"))
-        for w in names:
+        for w in names if "sqlite" in backends else []:
             url = f"sqlite:///{folder / f'{w}.db'}"
             with CONFIGS[SQLITE_CONFIG].open(url) as db:
                 WORKLOADS[w].setup(db, {"corpus": CORPUS})
@@ -245,8 +253,11 @@ def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
                 runs = _point(rounds, {
                     "baseline": partial(cal.loop, "bare", SQLITE_CONFIG, url, w, n),
                     "storekit": partial(cal.loop, "storekit", SQLITE_CONFIG, url, w, n),
+                    "stock": partial(cal.loop, "storekit", STOCK_CONFIG, url, w, n),
                     "harness": partial(cal.harness, SQLITE_CONFIG, w, url, n)})
                 done(_row(w, "sqlite", "bare sqlite3", n, runs))
+        if "postgres" not in backends:
+            return report
         bindir = find_pg_bin()
         if bindir is None or not (bindir / "pgbench").exists():
             report["skipped"].append("pgbench not found: no PostgreSQL figures")

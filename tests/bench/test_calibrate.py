@@ -116,9 +116,11 @@ def _check_written(db: storekit.Database, workload: str, before: int) -> None:
         assert [v["version"] for v in versions] == [3, 3]
 
 
+@pytest.mark.parametrize("config", ["sqlite-wal", calibrate.STOCK_CONFIG])
 @pytest.mark.parametrize("workload", list(WRITE_TXS))
-def test_the_storekit_loop_runs_the_workloads_statements(tmp_path: Path, workload: str) -> None:
-    with CONFIGS["sqlite-wal"].open(f"sqlite:///{tmp_path / 'sk.db'}") as db:
+def test_the_storekit_loop_runs_the_workloads_statements(tmp_path: Path, workload: str,
+                                                         config: str) -> None:
+    with CONFIGS[config].open(f"sqlite:///{tmp_path / 'sk.db'}") as db:
         WORKLOADS[workload].setup(db, {"corpus": 10})
         WORKLOADS[workload].prepare(db, 11, ["writer"] * 2)
         before = _rows(db, workload)
@@ -154,8 +156,12 @@ def test_the_layer_ratios_multiply_to_the_harness_ratio() -> None:
     assert row["ratio"] == pytest.approx(600 / 1100)
     assert row["driver_ratio"] * row["storekit_ratio"] * row["harness_ratio"] == \
         pytest.approx(row["ratio"])
+    assert row["fair_ratio"] is None
     sqlite_runs = {k: v for k, v in runs.items() if k != "psycopg"}
+    sqlite_runs["stock"] = [800.0, 900.0]
     row = calibrate._row("agent-write", "sqlite", "bare sqlite3", 4, sqlite_runs)
     assert row["driver_ratio"] is None
     assert row["driver_tps"] is None
     assert row["storekit_ratio"] * row["harness_ratio"] == pytest.approx(row["ratio"])
+    assert row["stock_ratio"] == pytest.approx(850 / 1100)
+    assert row["stock_ratio"] * row["fair_ratio"] == pytest.approx(row["storekit_ratio"])
