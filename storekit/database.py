@@ -166,7 +166,8 @@ def _exit(tx: Transaction, exc_type: type[BaseException] | None,
     tx._handle = None  # iter() generators check this before touching the connection
     # Not contextlib.suppress: its __enter__ is a call, where a signal handler can raise.
     try:  # noqa: SIM105
-        del tx.run, tx.get, tx.all, tx.run_many, tx.exec  # back to the methods that refuse
+        # Back to the methods that refuse.
+        del tx.run, tx.get, tx.all, tx.run_many, tx.exec, tx.run_deferred
     except AttributeError:
         pass
     commit = exc_type is None
@@ -242,6 +243,7 @@ class Transaction:
         # Bind the handle's methods on the instance: tx.run() is then one call, not three.
         self.run, self.get, self.all = handle.run, handle.get, handle.all  # type: ignore[method-assign]
         self.run_many, self.exec = handle.run_many, handle.exec  # type: ignore[method-assign]
+        self.run_deferred = handle.run_deferred  # type: ignore[method-assign]
         return self
 
     def _end(self, commit: bool) -> None:
@@ -447,7 +449,7 @@ class Database:
             tx._alive = _ENDED
             tx._handle = None
             try:  # noqa: SIM105 (as in _exit)
-                del tx.run, tx.get, tx.all, tx.run_many, tx.exec
+                del tx.run, tx.get, tx.all, tx.run_many, tx.exec, tx.run_deferred
             except AttributeError:
                 pass
             try:

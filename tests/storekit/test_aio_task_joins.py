@@ -35,7 +35,8 @@ def test_a_task_of_its_own_does_not_join_the_transaction(url: str) -> None:
                 inside = await db.get("SELECT count(*) AS n FROM t")
                 outside = await asyncio.create_task(db.get("SELECT count(*) AS n FROM t"))
                 rows = await asyncio.create_task(db.all("SELECT id FROM t"))
-            assert inside is not None and outside is not None
+            assert inside is not None
+            assert outside is not None
             return inside["n"], outside["n"], len(rows)
 
     assert asyncio.run(main()) == (1, 0, 0)
