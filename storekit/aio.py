@@ -184,6 +184,12 @@ class AsyncTransaction:
         self._outer = outer
         self._task = asyncio.current_task()
         db._tx.set(self)
+        # The handle's methods on the instance, as the sync Transaction does: tx.run(...)
+        # is then the handle's coroutine at once. __aexit__ takes them away again.
+        h = self._handle
+        self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
+        self.run_many, self.run_deferred = h.run_many, h.run_deferred  # type: ignore[method-assign]
+        self.exec = h.exec  # type: ignore[method-assign]
         return self
 
     async def __aexit__(
@@ -198,6 +204,10 @@ class AsyncTransaction:
         if handle is None:
             raise StoreError("the transaction is not active; use it inside its with block")
         self._handle = None  # iter() generators check this before touching the connection
+        try:  # noqa: SIM105 - back to the methods that refuse
+            del self.run, self.get, self.all, self.run_many, self.run_deferred, self.exec
+        except AttributeError:
+            pass
         commit = exc_type is None
         try:
             if self._cursors is not None:
