@@ -33,6 +33,8 @@ from storekit.backends.base import (
     Row,
     RunResult,
     SqliteOptions,
+    check_atomic,
+    check_create_options,
     isolation_level,
 )
 from storekit.database import RETRY_BASE_S, RETRY_CAP_S
@@ -42,9 +44,10 @@ from storekit.errors import (
     ConfigurationError,
     StoreError,
     from_bad_input,
+    shown,
 )
 from storekit.params import Params
-from storekit.url import DatabaseURL, resolve_url
+from storekit.url import DatabaseURL, file_url, resolve_url
 
 if TYPE_CHECKING:
     from storekit.aio_notify import AsyncSubscription
@@ -377,7 +380,7 @@ class AsyncDatabase:
         exception or cancellation. The rules are Database.transaction's."""
         self._backend.capabilities  # noqa: B018 - raises on a closed database
         if not isinstance(readonly, bool):
-            raise ConfigurationError(f"readonly must be True or False, not {readonly!r}")
+            raise ConfigurationError(f"readonly must be True or False, not {shown(readonly)}")
         return AsyncTransaction(self, readonly=readonly, team_id=team_id,
                                 isolation=isolation_level(isolation))
 
@@ -399,8 +402,7 @@ class AsyncDatabase:
     ) -> T:
         """Run `await fn(tx, *args, **kwargs)` in a transaction and return its result,
         running it again after TransactionConflict or BusyError: Database.atomic's rules."""
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
+        check_atomic(fn, retries)
         if self._joined() is not None:
             async with self.transaction(readonly=readonly, team_id=team_id,
                                         isolation=isolation) as tx:
@@ -564,6 +566,7 @@ async def create_database(
     """Open the database a URL names: the argument, else STOREKIT_DATABASE_URL, else
     DATABASE_URL, else the SQLite file ./storekit.db (storekit.create_database's rules)."""
     level = isolation_level(isolation) or "serializable"
+    check_create_options(pool, sqlite)
     parsed = resolve_url(url)
     backend_cls = _load_backend(parsed.backend)
     options = backend_cls.options_from(pool=pool, sqlite=sqlite,
@@ -576,7 +579,7 @@ async def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None,
                         isolation: str = "serializable",
                         busy_timeout_ms: int | None = None) -> AsyncDatabase:
     """Open (or create) a SQLite file; missing parent folders are created."""
-    return await create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite,
+    return await create_database(file_url(path), sqlite=sqlite,
                                  isolation=isolation, busy_timeout_ms=busy_timeout_ms)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from storekit.errors import ProgrammingError
-from storekit.notify import Notification, _payload_text
+from storekit.notify import Notification, _payload_text, check_poll_interval
 from storekit.schema_names import check_ident
 
 if TYPE_CHECKING:
@@ -98,6 +98,5 @@ class AsyncSubscription:
 
 def listen(db: AsyncDatabase, channels: Sequence[str], *, poll_interval: float = 0.02
            ) -> AsyncSubscription:
-    if poll_interval <= 0:
-        raise ProgrammingError("poll_interval must be > 0")
+    check_poll_interval(poll_interval)
     return AsyncSubscription(db, channels, poll_interval)

@@ -26,6 +26,8 @@ from storekit.backends.base import (
     Row,
     RunResult,
     SqliteOptions,
+    check_atomic,
+    check_create_options,
     isolation_level,
 )
 from storekit.errors import (
@@ -34,9 +36,10 @@ from storekit.errors import (
     ConfigurationError,
     StoreError,
     from_bad_input,
+    shown,
 )
 from storekit.params import Params
-from storekit.url import DatabaseURL, resolve_url
+from storekit.url import DatabaseURL, file_url, resolve_url
 
 if TYPE_CHECKING:
     from storekit.backends.base import Dialect
@@ -480,7 +483,7 @@ class Database:
         """
         self._backend.capabilities  # noqa: B018 - raises on a closed database
         if not isinstance(readonly, bool):
-            raise ConfigurationError(f"readonly must be True or False, not {readonly!r}")
+            raise ConfigurationError(f"readonly must be True or False, not {shown(readonly)}")
         return Transaction(self, readonly=readonly, team_id=team_id,
                            isolation=isolation_level(isolation))
 
@@ -506,8 +509,7 @@ class Database:
         the number of attempts in its message. A BusyError attempt can wait a whole busy
         timeout, so the worst case is (retries + 1) busy timeouts.
         """
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ConfigurationError(f"atomic(retries={retries!r}): must be an int >= 0")
+        check_atomic(fn, retries)
         tx = self._local.tx
         if tx is not None and tx._alive() is None:
             tx = self._discard_dead()
@@ -668,6 +670,7 @@ def create_database(
     default to 5000).
     """
     level = isolation_level(isolation) or "serializable"
+    check_create_options(pool, sqlite)
     parsed = resolve_url(url)
     backend_cls = _load_backend(parsed.backend)
     backend = backend_cls.from_options(parsed, pool=pool, sqlite=sqlite,
@@ -679,7 +682,7 @@ def open_database(path: str | Any, *, sqlite: SqliteOptions | None = None,
                   isolation: str = "serializable",
                   busy_timeout_ms: int | None = None) -> Database:
     """Open (or create) a SQLite file; missing parent folders are created."""
-    return create_database(DatabaseURL("sqlite", database=str(path)), sqlite=sqlite,
+    return create_database(file_url(path), sqlite=sqlite,
                            isolation=isolation, busy_timeout_ms=busy_timeout_ms)
 
 

@@ -200,3 +200,14 @@ def from_bad_input(exc: Exception) -> ProgrammingError:
 def ended() -> StoreError:
     return StoreError("the transaction this iterator belongs to has ended; consume"
                       " tx.iter() inside its with block (or use all())")
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """repr() of a caller's value for an error message: never raises (a __repr__ that
+    raises, nesting beyond the recursion limit) and never runs long (a 10,000-character
+    name), so composing the message cannot replace the error it explains."""
+    try:
+        text = repr(value)
+    except Exception:  # whatever the caller's __repr__ raises
+        return f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from storekit.backends.base import check_int
 from storekit.database import Database, create_database
-from storekit.errors import ConfigurationError, StoreError
+from storekit.errors import ConfigurationError, StoreError, shown
 from storekit.introspect import SchemaInfo, TableInfo, fk_order, read_schema
 from storekit.sansio import run_script
 from storekit.schema import index_ddl, table_ddl
@@ -215,10 +216,18 @@ def migrate(
     progress: Progress | None = None,
 ) -> MigrationReport:
     """Copy tables from source to target in one transaction, then verify every row."""
-    if on_conflict not in CONFLICTS:
-        raise ConfigurationError(f"on_conflict={on_conflict!r}; use one of {', '.join(CONFLICTS)}")
-    if batch_size <= 0:
-        raise ConfigurationError("batch_size must be a positive number of rows")
+    if not isinstance(on_conflict, str) or str.__str__(on_conflict) not in CONFLICTS:
+        raise ConfigurationError(f"on_conflict={shown(on_conflict)}; use one of"
+                                 f" {', '.join(CONFLICTS)}")
+    # fetchmany() takes a C int.
+    check_int("batch_size", batch_size, 1, 2**31 - 1, "of rows ")
+    if tables is not None and (not isinstance(tables, (list, tuple))
+                               or not all(isinstance(t, str) for t in tables)):
+        raise ConfigurationError(f"tables= must be a list or tuple of table names, not"
+                                 f" {shown(tables)}")
+    if progress is not None and not callable(progress):
+        raise ConfigurationError(f"progress= must be callable, not {type(progress).__name__}")
+    on_conflict = str.__str__(on_conflict)
     src, close_src = _open(source)
     dst, close_dst = _open(target)
     report = MigrationReport(src.url, dst.url)

@@ -128,6 +128,19 @@ class Subscription:
         self.close()
 
 
+def check_poll_interval(value: object) -> None:
+    """listen()'s poll_interval (sync and async): SQLite's listener thread waits it between
+    looks, so a value a wait cannot take would end that thread instead of raising here."""
+    from storekit.backends.base import check_seconds
+    from storekit.errors import ConfigurationError
+
+    try:
+        check_seconds("poll_interval", value)
+    except ConfigurationError as exc:
+        raise ProgrammingError(str(exc)) from exc.__cause__
+
+
 def listen(db: Database, channels: Sequence[str], *, poll_interval: float = 0.02
            ) -> Subscription:
+    check_poll_interval(poll_interval)
     return db.dialect.listen(db, channels, poll_interval)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from storekit.backends.base import Dialect
 from storekit.backends.sql import json_path_parts
 from storekit.dialect import dialect_for
-from storekit.errors import ConfigurationError, IntegrityError, ProgrammingError
+from storekit.errors import BAD_INPUT, ConfigurationError, IntegrityError, ProgrammingError, shown
 from storekit.introspect import KINDS, ColumnInfo, ForeignKey, TableInfo
 from storekit.sansio import Reader, run_reader, run_script
 from storekit.schema_names import check_ident, derived_name, quote_ident
@@ -32,6 +32,38 @@ TYPES = ("id", *KINDS, *ALIASES)
 _SPELLING = {"timestamptz": "timestamp", "timestamp": "text"}  # kinds -> Column.type read back
 _REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\(([A-Za-z_][A-Za-z0-9_]*)\))?")
 ON_DELETE = ("CASCADE", "SET NULL", "RESTRICT", "NO ACTION", "SET DEFAULT")
+
+
+def _names(value: object, what: str) -> None:
+    """A list or tuple of names (a str alone would be read as its characters)."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigurationError(f"{what} must be a list or tuple of names, not"
+                                 f" {type(value).__name__}")
+    for name in value:
+        check_ident(name, what)
+
+
+def _items(value: object, cls: type, what: str) -> None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, cls) for v in value):
+        raise ConfigurationError(f"{what} must be a list or tuple of {cls.__name__}, got"
+                                 f" {shown(value)}")
+
+
+def _text_or_none(value: object, what: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str or None, not {type(value).__name__}")
+
+
+def _checked_definition(post_init: Any) -> Any:
+    """A definition's checks compare and format the caller's values (a str subclass's
+    __eq__, a sequence's __iter__): what those raise is a ConfigurationError too."""
+    def checked(self: Any) -> None:
+        try:
+            post_init(self)
+        except BAD_INPUT as exc:
+            raise ConfigurationError(f"bad {type(self).__name__}: {type(exc).__name__}:"
+                                     f" {exc}") from exc
+    return checked
 __all__ = ["Column", "Index", "SearchSpec", "Table", "json_path_parts", "table_ddl"]
 
 
@@ -46,20 +78,25 @@ class Column:
     references: str | None = None  # "table" or "table(column)"
     on_delete: str | None = None
 
+    @_checked_definition
     def __post_init__(self) -> None:
-        check_ident(self.name, "column name")
-        if self.type not in TYPES:
+        name = check_ident(self.name, "column name")
+        object.__setattr__(self, "name", name)  # a plain str: a subclass's methods would run
+        if not isinstance(self.type, str) or self.type not in TYPES:
             raise ConfigurationError(
-                f"column {self.name!r}: unknown type {self.type!r}; use one of {', '.join(TYPES)}"
+                f"column {name!r}: unknown type {shown(self.type)}; use one of"
+                f" {', '.join(TYPES)}"
             )
+        _text_or_none(self.references, "Column.references")
+        _text_or_none(self.on_delete, "Column.on_delete")
         if self.references is not None and not _REFERENCE.fullmatch(self.references):
             raise ConfigurationError(
-                f"column {self.name!r}: references={self.references!r} must be 'table' or "
-                "'table(column)'"
+                f"column {name!r}: references={shown(self.references)} must be 'table'"
+                " or 'table(column)'"
             )
         if self.on_delete is not None and self.on_delete.upper() not in ON_DELETE:
             raise ConfigurationError(
-                f"column {self.name!r}: on_delete must be one of {', '.join(ON_DELETE)}"
+                f"column {name!r}: on_delete must be one of {', '.join(ON_DELETE)}"
             )
 
     @property
@@ -78,14 +115,21 @@ class Index:
     gin: str | None = None
     name: str | None = None
 
+    @_checked_definition
     def __post_init__(self) -> None:
+        _names(self.columns_or_expressions, "index column")
+        if self.json_path is not None and not (isinstance(self.json_path, tuple)
+                                               and len(self.json_path) == 2):
+            raise ConfigurationError("Index json_path must be a (column, path) tuple, got"
+                                     f" {shown(self.json_path)}")
+        _text_or_none(self.gin, "Index.gin")
+        if self.name is not None:
+            check_ident(self.name, "index name")
         given = sum(bool(x) for x in (self.columns_or_expressions, self.json_path, self.gin))
         if given != 1:
             raise ConfigurationError(
                 "Index takes exactly one of: columns, json_path=(column, path), gin=column"
             )
-        for column in self.columns_or_expressions:
-            check_ident(column, "index column")
         if self.json_path:
             check_ident(self.json_path[0], "index column")
             json_path_parts(self.json_path[1])
@@ -98,6 +142,13 @@ class SearchSpec:
     columns: Sequence[str]
     language: str = "english"
 
+    @_checked_definition
+    def __post_init__(self) -> None:
+        _names(self.columns, "search column")
+        if not isinstance(self.language, str):
+            raise ConfigurationError("SearchSpec.language must be a str, not"
+                                     f" {type(self.language).__name__}")
+
 
 @dataclass(frozen=True)
 class Table:
@@ -106,19 +157,26 @@ class Table:
     indexes: Sequence[Index] = ()
     search: SearchSpec | None = None
 
+    @_checked_definition
     def __post_init__(self) -> None:
-        check_ident(self.name, "table name")
+        name = check_ident(self.name, "table name")
+        object.__setattr__(self, "name", name)  # a plain str (see Column)
+        _items(self.columns, Column, f"table {name!r}: columns")
+        _items(self.indexes, Index, f"table {name!r}: indexes")
+        if self.search is not None and not isinstance(self.search, SearchSpec):
+            raise ConfigurationError(f"table {name!r}: search must be a SearchSpec or"
+                                     f" None, not {type(self.search).__name__}")
         if not self.columns:
-            raise ConfigurationError(f"table {self.name!r} has no columns")
+            raise ConfigurationError(f"table {name!r} has no columns")
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
-            raise ConfigurationError(f"table {self.name!r} repeats a column name")
+            raise ConfigurationError(f"table {name!r} repeats a column name")
 
     def column(self, name: str) -> Column:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise ConfigurationError(f"table {self.name!r} has no column {name!r}")
+        raise ConfigurationError(f"table {self.name!r} has no column {shown(name)}")
 
 
 def table_info(dialect: Dialect, table: Table) -> TableInfo:

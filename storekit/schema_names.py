@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from storekit.errors import ProgrammingError
+from storekit.errors import ProgrammingError, shown
 
 MAX_IDENT_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1, counted in bytes of UTF-8
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -20,10 +20,12 @@ def check_ident(name: str, what: str = "identifier") -> str:
     """Return the name if it is letters, digits and underscores; otherwise raise."""
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ProgrammingError(
-            f"invalid {what} {name!r}: use letters, digits and underscores, "
+            f"invalid {what} {shown(name)}: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 63 characters)"
         )
-    return name
+    # A plain str (the same object unless a subclass): a subclass's __str__ or __format__
+    # is the caller's code, and some names are used later in a thread (listen's channels).
+    return str.__str__(name)
 
 
 def quote_ident(name: str, what: str = "identifier") -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from storekit.errors import ConfigurationError
+from storekit.errors import ConfigurationError, shown
 
 SQLITE_SCHEMES = ("sqlite",)
 POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
@@ -50,13 +50,48 @@ class DatabaseURL:
     database: str = ""
     query: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        # libpq and SQLite take UTF-8 C strings: a lone surrogate cannot be encoded and a
+        # NUL would cut the value short. Checked once here, before any driver sees them.
+        # The message names the field, never its text (it may be the password).
+        texts = [("scheme", self.scheme), ("user name", self.username),
+                 ("password", self.password), ("host", self.host),
+                 ("database", self.database)]
+        for key, value in self.query:
+            texts += [("option name", key), (f"value of option {shown(key)}", value)]
+        secrets = {"password", *(f"value of option {k!r}" for k in SECRET_OPTIONS)}
+        for what, text in texts:
+            if text is None and what not in ("scheme", "database"):
+                continue
+            try:
+                if not isinstance(text, str):
+                    raise TypeError(f"not a str but {type(text).__name__}")
+                if "\x00" in text:
+                    raise ValueError("a NUL character")
+                text.encode()
+            except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
+                cause: Exception = exc
+                if isinstance(exc, UnicodeEncodeError) and what in secrets:
+                    # Its repr() shows the whole text: keep the position, not the secret.
+                    cause = UnicodeEncodeError(exc.encoding, "*" * len(exc.object),
+                                               exc.start, exc.end, exc.reason)
+                raise ConfigurationError(f"database URL: the {what} cannot be used:"
+                                         f" {getattr(exc, 'reason', exc)}") from cause
+        if self.port is not None and (type(self.port) is not int
+                                      or not 0 < self.port < 65536):
+            raise ConfigurationError("database URL: port must be an int from 1 to 65535")
+
     @classmethod
     def parse(cls, url: str | DatabaseURL) -> DatabaseURL:
         if isinstance(url, DatabaseURL):
             return url
-        if not isinstance(url, str) or "://" not in url:
+        if not isinstance(url, str):
+            raise ConfigurationError(f"a database URL is a str or DatabaseURL, not"
+                                     f" {type(url).__name__}")
+        url = str.__str__(url)  # a plain str: a subclass's methods are the caller's code
+        if "://" not in url:
             raise ConfigurationError(
-                f"not a database URL: {_mask_raw(str(url))!r}; expected scheme://..., "
+                f"not a database URL: {_mask_raw(url)!r}; expected scheme://..., "
                 f"with scheme one of {', '.join(ACCEPTED_SCHEMES)}"
             )
         scheme = url.split("://", 1)[0].lower()
@@ -184,6 +219,19 @@ class DatabaseURL:
 
     def __repr__(self) -> str:
         return f"DatabaseURL({self.render(mask=True)!r})"
+
+
+def file_url(path: object) -> DatabaseURL:
+    """open_database's path (a str or os.PathLike) as a SQLite URL."""
+    try:
+        text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    except (TypeError, ValueError, RecursionError) as exc:  # a __str__/__fspath__ that raises
+        raise ConfigurationError(f"open_database: the path {shown(path)} is not a file name:"
+                                 f" {type(exc).__name__}: {exc}") from exc
+    if not isinstance(text, str):
+        raise ConfigurationError(f"open_database: the path must be text, not"
+                                 f" {type(text).__name__}")
+    return DatabaseURL("sqlite", database=text)
 
 
 def resolve_url(url: str | DatabaseURL | None = None) -> DatabaseURL:

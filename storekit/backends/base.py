@@ -7,6 +7,8 @@ commits on its own) and on a `Handle` (one connection held for a transaction). T
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -45,12 +47,14 @@ def isolation_level(name: str | None) -> str | None:
     """The canonical name of an isolation level ("read_committed" -> "read committed")."""
     if name is None:
         return None
-    from storekit.errors import ConfigurationError
+    from storekit.errors import ConfigurationError, shown
 
-    level = " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+    # str.lower, not str(name): a str subclass's __str__ is the caller's code.
+    level = (" ".join(str.lower(name).replace("_", " ").replace("-", " ").split())
+             if isinstance(name, str) else None)
     if level not in ISOLATION_LEVELS:
         raise ConfigurationError(
-            f"unknown isolation level {name!r}; allowed: {', '.join(ISOLATION_LEVELS)}")
+            f"unknown isolation level {shown(name)}; allowed: {', '.join(ISOLATION_LEVELS)}")
     return level
 
 
@@ -60,13 +64,54 @@ MAX_BUSY_TIMEOUT_MS = 2**31 - 1
 
 
 def check_busy_timeout(owner: str, value: object) -> None:
-    from storekit.errors import ConfigurationError
+    check_int(f"{owner}.busy_timeout_ms", value, 0, MAX_BUSY_TIMEOUT_MS, "of milliseconds ")
 
-    if (not isinstance(value, int) or isinstance(value, bool)
-            or not 0 <= value <= MAX_BUSY_TIMEOUT_MS):
-        raise ConfigurationError(
-            f"{owner}.busy_timeout_ms={value!r}: must be an int of milliseconds from 0 to"
-            f" {MAX_BUSY_TIMEOUT_MS}")
+
+# The options are checked once, as they are made, so nothing later (a pragma, the pool's
+# scheduler thread, a wait) meets a value of the wrong type or out of range.
+MAX_INT64 = 2**63 - 1
+MAX_SECONDS = threading.TIMEOUT_MAX  # the longest wait Python's locks and events accept
+
+
+def check_int(what: str, value: object, low: int, high: int, unit: str = "") -> None:
+    _check(what, value, isinstance(value, int) and not isinstance(value, bool)
+           and (lambda: low <= value <= high),
+           f"must be an int {unit}from {low} to {high}")
+
+
+def check_seconds(what: str, value: object) -> None:
+    """A positive, finite number of seconds (or milliseconds) a wait can take."""
+    _check(what, value, isinstance(value, (int, float)) and not isinstance(value, bool)
+           and (lambda: 0 < value <= MAX_SECONDS),  # NaN fails the comparison too
+           f"must be a number greater than 0 and at most {MAX_SECONDS:g}")
+
+
+def _check(what: str, value: object, ok: Any, rule: str) -> None:
+    """Raise ConfigurationError unless ok (a bool, or a callable that compares the value:
+    a subclass's comparison is the caller's code and may raise)."""
+    from storekit.errors import BAD_INPUT, ConfigurationError, shown
+
+    try:
+        if ok is not False and (ok is True or ok()):
+            return
+        cause = None
+    except BAD_INPUT as exc:
+        cause = exc
+    raise ConfigurationError(f"{what}={shown(value)}: {rule}") from cause
+
+
+def check_choice(what: str, value: object, allowed: Sequence[str]) -> None:
+    from storekit.errors import ConfigurationError, shown
+
+    if not isinstance(value, str) or str.lower(value) not in allowed:
+        raise ConfigurationError(f"{what}={shown(value)}; allowed: {', '.join(allowed)}")
+
+
+def check_bool(what: str, value: object) -> None:
+    from storekit.errors import ConfigurationError, shown
+
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{what}={shown(value)}: must be True or False")
 
 
 @dataclass(frozen=True)
@@ -92,21 +137,34 @@ class PoolOptions:
     listen_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from storekit.errors import ConfigurationError
+        from storekit.errors import ConfigurationError, shown
 
-        if self.pooler not in (None, "transaction"):
+        if not (self.pooler is None or (isinstance(self.pooler, str)
+                                        and str.__eq__(self.pooler, "transaction"))):
             raise ConfigurationError(
-                f"PoolOptions.pooler={self.pooler!r}: must be None or 'transaction'")
+                f"PoolOptions.pooler={shown(self.pooler)}: must be None or 'transaction'")
+        if self.listen_url is not None and not isinstance(self.listen_url, str):
+            from storekit.url import DatabaseURL
 
-        if self.min_size < 0 or self.max_size < max(1, self.min_size):
+            if not isinstance(self.listen_url, DatabaseURL):
+                raise ConfigurationError("PoolOptions.listen_url must be a URL (str) or None,"
+                                         f" not {type(self.listen_url).__name__}")
+        check_int("PoolOptions.min_size", self.min_size, 0, 2**31 - 1)
+        check_int("PoolOptions.max_size", self.max_size, 1, 2**31 - 1)
+        if self.max_size < self.min_size:
             raise ConfigurationError(
                 f"PoolOptions: need 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size}, max_size={self.max_size}"
             )
-        connect_timeout = 5.0 if self.connect_timeout is None else self.connect_timeout
-        if self.timeout <= 0 or connect_timeout <= 0 or self.max_idle <= 0:
-            raise ConfigurationError("PoolOptions: timeout, connect_timeout, max_idle must be > 0")
+        check_seconds("PoolOptions.timeout", self.timeout)
+        check_seconds("PoolOptions.max_idle", self.max_idle)
+        if self.connect_timeout is not None:
+            check_seconds("PoolOptions.connect_timeout", self.connect_timeout)
         check_busy_timeout("PoolOptions", self.busy_timeout_ms)
+
+
+_PRAGMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
+_PRAGMA_VALUE = re.compile(r"[A-Za-z0-9_.+-]{1,100}|'[^'\x00]{0,1000}'")
 
 
 @dataclass(frozen=True)
@@ -126,7 +184,7 @@ class SqliteOptions:
     extra_pragmas: Mapping[str, str | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from storekit.errors import ConfigurationError
+        from storekit.errors import ConfigurationError, shown
 
         checks = {
             "journal_mode": ("wal", "delete", "truncate", "persist", "memory", "off"),
@@ -134,14 +192,50 @@ class SqliteOptions:
             "begin": ("immediate", "deferred", "exclusive"),
         }
         for name, allowed in checks.items():
-            value = str(getattr(self, name)).lower()
-            if value not in allowed:
-                raise ConfigurationError(
-                    f"SqliteOptions.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}"
-                )
+            check_choice(f"SqliteOptions.{name}", getattr(self, name), allowed)
         check_busy_timeout("SqliteOptions", self.busy_timeout_ms)
-        if not self.lock_slice_ms > 0:
-            raise ConfigurationError("SqliteOptions.lock_slice_ms must be > 0")
+        check_bool("SqliteOptions.foreign_keys", self.foreign_keys)
+        check_bool("SqliteOptions.fair_locking", self.fair_locking)
+        check_seconds("SqliteOptions.lock_slice_ms", self.lock_slice_ms)
+        # Each is one PRAGMA's integer; cache_size_kib is negated into cache_size.
+        check_int("SqliteOptions.cache_size_kib", self.cache_size_kib, -MAX_INT64, MAX_INT64)
+        check_int("SqliteOptions.wal_autocheckpoint", self.wal_autocheckpoint, -MAX_INT64,
+                  MAX_INT64)
+        check_int("SqliteOptions.journal_size_limit", self.journal_size_limit, -MAX_INT64,
+                  MAX_INT64)
+        if not isinstance(self.extra_pragmas, Mapping):
+            raise ConfigurationError("SqliteOptions.extra_pragmas must be a mapping of pragma"
+                                     f" names to values, not {type(self.extra_pragmas).__name__}")
+        for key, value in self.extra_pragmas.items():
+            # Each becomes the text "PRAGMA key=value": a name, and a value of one token.
+            if not (isinstance(key, str) and _PRAGMA_NAME.fullmatch(key)):
+                raise ConfigurationError(f"SqliteOptions.extra_pragmas: {shown(key)} is not a"
+                                         " pragma name")
+            if not ((type(value) is int and -MAX_INT64 <= value <= MAX_INT64)
+                    or (isinstance(value, str) and _PRAGMA_VALUE.fullmatch(value))):
+                raise ConfigurationError(
+                    f"SqliteOptions.extra_pragmas[{key!r}]={shown(value)}: must be a 64-bit int"
+                    " or a str of letters, digits, _ . + - or one 'quoted' string")
+
+
+def check_create_options(pool: object, sqlite: object) -> None:
+    """create_database's pool= and sqlite= (sync and async): the option objects or None."""
+    from storekit.errors import ConfigurationError
+
+    for name, value, cls in (("pool", pool, PoolOptions), ("sqlite", sqlite, SqliteOptions)):
+        if value is not None and not isinstance(value, cls):
+            raise ConfigurationError(f"{name}= must be a storekit.{cls.__name__} or None, not"
+                                     f" {type(value).__name__}")
+
+
+def check_atomic(fn: object, retries: object) -> None:
+    """atomic()'s arguments (sync and async), checked before the first attempt."""
+    from storekit.errors import ConfigurationError, ProgrammingError, shown
+
+    if not callable(fn):
+        raise ProgrammingError(f"atomic() needs a function to run, not {type(fn).__name__}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigurationError(f"atomic(retries={shown(retries)}): must be an int >= 0")
 
 
 class Handle(Protocol):

@@ -4,11 +4,12 @@ clause, upserts, literals). Each backend's dialect subclasses it and overrides t
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from storekit.errors import ConfigurationError
+from storekit.errors import ConfigurationError, shown
 from storekit.schema_names import quote_ident
 
 _JSON_PATH = re.compile(r"\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)")
@@ -19,7 +20,7 @@ def json_path_parts(path: str) -> list[str]:
     """'$.a.b[0]' -> ['a', 'b', '0']; anything else is rejected, so a path never carries SQL."""
     if not isinstance(path, str) or not _JSON_PATH.fullmatch(path):
         raise ConfigurationError(
-            f"unsupported JSON path {path!r}: use $.key, $.key.sub or $.key[0] "
+            f"unsupported JSON path {shown(path)}: use $.key, $.key.sub or $.key[0] "
             "(keys: letters, digits, underscore)"
         )
     return [m.group(1) or m.group(2) for m in _PATH_PART.finditer(path)]
@@ -44,13 +45,14 @@ class SqlDialect:
             return f"({self.now_sql})"
         if isinstance(value, bool):
             return "TRUE" if value else "FALSE"
-        if isinstance(value, (int, float)):
-            return repr(value)
+        if isinstance(value, (int, float)) and not (isinstance(value, float)
+                                                    and not math.isfinite(value)):
+            return repr(value)  # NaN and infinity have no literal: refused below
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         if isinstance(value, str):
             return "'" + value.replace("'", "''") + "'"
-        raise ConfigurationError(f"unsupported default {value!r}")
+        raise ConfigurationError(f"unsupported default {shown(value)}")
 
     def checks(self, column: str, kind: str) -> list[str]:
         return []

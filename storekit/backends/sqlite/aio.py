@@ -150,8 +150,12 @@ class AsyncSqliteHandle:
         await self.run(sql, params)  # no round trip to save: it runs now
 
     async def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
-        if self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS and _small(rows):
+        try:
+            rows = seq if isinstance(seq, list) else list(seq)  # a generator stays on the loop
+            small = self.write_tx and len(rows) <= MANY_ON_LOOP_ROWS and _small(rows)
+        except BAD_INPUT as exc:  # not a sequence of rows: as the sync handle refuses it
+            raise from_bad_input(exc) from exc
+        if small:
             # Not interruptible, as run() in a write transaction; one that ran long moves
             # to the thread next time (_stmt).
             return await self._b._stmt(self.c, self.c.handle.run_many, False, sql, rows)
@@ -228,7 +232,10 @@ class AsyncSqliteBackend:
 
     def _is_read(self, sql: str) -> bool:
         """A statement an interrupt cannot roll a transaction back for: a query."""
-        found = self._reads.get(sql)
+        try:
+            found = self._reads.get(sql)
+        except BAD_INPUT:  # sql cannot be a key (a list): the call itself raises the error
+            return False
         if found is None:
             try:
                 t = translate(sql, "sqlite")
@@ -276,7 +283,8 @@ class AsyncSqliteBackend:
             if not interruptible and time.monotonic() - start > BUDGET_S:
                 if len(self._slow) > 4096:
                     self._slow.clear()
-                self._slow[sql] = self._slow.get(sql, 0) + 1
+                with contextlib.suppress(TypeError, ValueError):  # sql no key: it raised
+                    self._slow[sql] = self._slow.get(sql, 0) + 1
 
     async def _turn(self) -> None:
         """Let other tasks run (callers check TURN_S first: no coroutine per statement)."""
@@ -289,9 +297,13 @@ class AsyncSqliteBackend:
         result; else _LATER (a turn is due, the transaction is lost, the statement was
         slow: all of _stmt) or _AGAIN (interrupted or SQLITE_BUSY: off the loop), which
         the caller passes to _later()."""
-        if (time.monotonic() - self._turn_at > TURN_S or (self._tx_lost and c is self._w)
-                or sql in self._slow):
+        if time.monotonic() - self._turn_at > TURN_S or (self._tx_lost and c is self._w):
             return _LATER  # type: ignore[no-any-return]
+        try:
+            if sql in self._slow:
+                return _LATER  # type: ignore[no-any-return]
+        except BAD_INPUT:  # sql cannot be a dict key (a list): fn refuses it, as sync does
+            pass
         return self._try(c, fn, interruptible, sql, params)
 
     async def _later(self, why: Any, c: _Conn, fn: Callable[..., T], interruptible: bool,
@@ -306,7 +318,11 @@ class AsyncSqliteBackend:
             await self._turn()
         if self._tx_lost and c is self._w:
             raise OperationalError("the transaction was rolled back by SQLite; end it")
-        if self._slow.get(sql, 0) < SLOW_STRIKES:
+        try:
+            fast = self._slow.get(sql, 0) < SLOW_STRIKES
+        except BAD_INPUT:  # sql cannot be a dict key: fn refuses it
+            fast = True
+        if fast:
             result = self._try(c, fn, interruptible, sql, params)
             if result is not _AGAIN:
                 return result

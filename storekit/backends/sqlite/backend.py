@@ -436,7 +436,11 @@ class SqliteBackend:
             raise DatabaseUnavailable(
                 f"cannot create the folder {parent} for SQLite file {path}: {exc.strerror}"
             ) from exc
-        if path.is_dir():
+        try:
+            folder = path.is_dir()
+        except OSError as exc:  # is_dir() raises for a name too long for the file system
+            raise DatabaseUnavailable(f"cannot use SQLite file {path}: {exc.strerror}") from exc
+        if folder:
             raise DatabaseUnavailable(f"SQLite path {path} is a folder, not a file")
 
     def _connect(self) -> sqlite3.Connection:
