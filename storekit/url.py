@@ -222,9 +222,13 @@ class DatabaseURL:
 
 
 def file_url(path: object) -> DatabaseURL:
-    """open_database's path (a str or os.PathLike) as a SQLite URL."""
+    """open_database's path (a str or os.PathLike) as a SQLite URL. Anything else is
+    refused: str() of None or 5 would silently create a file named "None" or "5"."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(f"open_database: the path must be a str or os.PathLike,"
+                                 f" not {type(path).__name__}")
     try:
-        text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+        text = str(os.fspath(path))  # str(): a plain str, even from a str subclass
     except (TypeError, ValueError, RecursionError) as exc:  # a __str__/__fspath__ that raises
         raise ConfigurationError(f"open_database: the path {shown(path)} is not a file name:"
                                  f" {type(exc).__name__}: {exc}") from exc

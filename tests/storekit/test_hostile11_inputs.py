@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import math
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -406,11 +407,28 @@ def test_refusals_name_the_argument_not_the_value_they_cannot_print() -> None:
     assert "isolation level <list object>" in str(err)
 
 
+class _BadPath(os.PathLike[str]):
+    def __fspath__(self) -> str:
+        raise ValueError("no path")
+
+
 def test_bad_input_caught_from_python_keeps_it_as_cause() -> None:
     err = refused(lambda: PoolOptions(timeout=HostileStr("5")))  # type: ignore[arg-type]
     assert err.__cause__ is None  # not a number: refused by type, nothing was raised
     err = refused(lambda: Column("a", HostileStr("text")))
     assert isinstance(err.__cause__, ValueError)
     assert str(err.__cause__) == "no eq"
-    err = refused(lambda: storekit.open_database(Hostile()))
+    err = refused(lambda: storekit.open_database(_BadPath()))
     assert isinstance(err.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("path", [None, 5, 5.0, b"bytes.db", ["a.db"]], ids=repr)
+def test_open_database_refuses_a_path_that_is_not_a_file_name(tmp_path: Path, path: Any,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: storekit.open_database(path),
+                 lambda: asyncio.run(aio.open_database(path))):
+        with pytest.raises(ConfigurationError):
+            call()
+    assert list(tmp_path.iterdir()) == []  # no file named "None" or "5"
