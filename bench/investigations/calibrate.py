@@ -279,13 +279,14 @@ def calibrate(results_dir: Path, *, seconds: float = 5.0, rounds: int = 2,
     return report
 
 
-def latest_calibration(results_dir: Path) -> dict[str, Any] | None:
-    """The newest calibration file under results_dir/extras (or results_dir), if any."""
+def latest_calibration(results_dir: Path, backend: str | None = None) -> dict[str, Any] | None:
+    """The newest calibration file under results_dir/extras (or results_dir) with rows
+    (of `backend`, when given: `calibrate --backend sqlite` writes no pgbench rows)."""
     files = sorted([*results_dir.glob("extras/calibration-*.json"),
                     *results_dir.glob("calibration-*.json")], key=lambda p: p.name)
     for path in reversed(files):
         data = json.loads(path.read_text())
-        if data.get("ratios"):
+        if any(backend in (None, r.get("backend")) for r in data.get("ratios", [])):
             return dict(data)
     return None
 
@@ -293,7 +294,7 @@ def latest_calibration(results_dir: Path) -> dict[str, Any] | None:
 def pgbench_ceiling(results_dir: Path) -> dict[tuple[str, int], float]:
     """(workload, agents) -> pgbench TPS on that workload's write transaction, from the
     latest calibration; empty when there is none."""
-    data = latest_calibration(results_dir)
+    data = latest_calibration(results_dir, "postgres")
     if data is None:
         return {}
     return {(r["workload"], int(r["agents"])): float(r["baseline_tps"])

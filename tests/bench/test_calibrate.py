@@ -90,6 +90,11 @@ def test_the_headline_shows_the_pgbench_ceiling(tmp_path: Path) -> None:
     (tmp_path / "extras" / "calibration-20260101T000000Z.json").write_text(
         json.dumps({"schema_version": 1, "ratios": rows}))
     assert calibrate.pgbench_ceiling(tmp_path)[("agent-write", 4)] == 4000.0
+    # A newer SQLite-only calibration (calibrate --backend sqlite) keeps that ceiling.
+    sqlite_rows = [{**r, "backend": "sqlite", "baseline": "bare sqlite3"} for r in rows]
+    (tmp_path / "extras" / "calibration-20260102T000000Z.json").write_text(
+        json.dumps({"schema_version": 1, "ratios": sqlite_rows}))
+    assert calibrate.pgbench_ceiling(tmp_path)[("agent-write", 4)] == 4000.0
     spec = headline.METRIC_TABLES[0]
     assert spec.metric == "ops_per_s"
     assert headline.ceiling_rows(spec, [1, 2, 4], tmp_path) == [
