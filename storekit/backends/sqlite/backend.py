@@ -252,6 +252,16 @@ class SqliteHandle:
             raise from_bad_input(exc) from exc
 
 
+class _Spent:
+    """The connection of a transaction that has ended: any use raises StoreError."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError("the transaction is not active; use it inside its with block")
+
+
+_SPENT: Any = _Spent()
+
+
 class _InheritedWriter:
     """Stands in for a write connection that a fork() caught inside a transaction."""
 
@@ -333,6 +343,7 @@ class SqliteBackend:
         self._lease_tried = self.memory or not self.options.fair_locking or bool(self.read_only)
         self._types: dict[str, Converters] = {}
         self._writer = SqliteHandle(writer, self.where, self._types)
+        self._in_tx: SqliteHandle | None = None  # the last write transaction's handle
         if not self.memory:
             checkpoint.register(self.path)  # see checkpoint.py: never drop SQLite's locks
         self._checkpoints: Checkpointer | None = None
@@ -400,6 +411,8 @@ class SqliteBackend:
             if writer.in_transaction:
                 _set_aside.append(writer)
                 self._writer.conn = _InheritedWriter(self.where)  # type: ignore[assignment]
+                if self._in_tx is not None and self._in_tx.conn is writer:
+                    self._in_tx.conn = self._writer.conn  # the transaction's own handle
                 return
         except StoreError:
             return  # set aside at an earlier fork
@@ -722,12 +735,17 @@ class SqliteBackend:
             from storekit.backends.sqlite.dialect import scope_error
 
             raise scope_error()
+        # Each transaction gets a handle of its own on the shared connection, spent when
+        # it ends: a method kept past the block (r = tx.run) then refuses instead of
+        # running on the connection another thread's transaction holds.
+        # Made before anything is held: an interruption at its entry leaves nothing open.
         if readonly and not self.memory:
-            handle = self._reader()
+            handle = SqliteHandle(self._reader().conn, self.where, self._types)
             # query_only makes a write inside a read-only transaction fail, as on Postgres.
             self._execute(handle, "PRAGMA query_only=ON")
             self._execute(handle, "BEGIN DEFERRED")
             return handle
+        handle = SqliteHandle(self._writer.conn, self.where, self._types)
         try:
             self._acquire_writer()
             self._execute(self._writer, self._begin)
@@ -737,9 +755,12 @@ class SqliteBackend:
             except BaseException:
                 self._release_held()
             raise
-        return self._writer
+        self._in_tx = handle
+        return handle
 
     def finish(self, handle: Any, *, commit: bool) -> None:
+        if handle.conn is _SPENT:
+            return  # ended already (a retry after an interruption)
         try:
             if handle.conn.in_transaction:
                 self._execute(handle, "COMMIT" if commit else "ROLLBACK")
@@ -748,7 +769,7 @@ class SqliteBackend:
                 self._execute(handle, "ROLLBACK")
             raise
         finally:
-            if handle is self._writer:
+            if handle.conn is self._writer.conn:
                 try:
                     self._release_held()
                 except BaseException:
@@ -756,9 +777,13 @@ class SqliteBackend:
                     raise
             else:
                 self._execute(handle, "PRAGMA query_only=OFF")
+        handle.conn = _SPENT  # not in a finally: a failed end is retried by abandon()
 
     def abandon(self, handle: Any) -> None:
-        if handle is self._writer:
+        conn = handle.conn
+        if conn is _SPENT:
+            return
+        if conn is self._writer.conn:
             lock = self._lock
             held = (lock._owner if lock.__class__ is FairLock else self._holder)
             if held == threading.get_ident():
@@ -767,11 +792,13 @@ class SqliteBackend:
                 except BaseException:
                     self._release_held()
                     raise
+            handle.conn = _SPENT
             return
-        if handle.conn.in_transaction:
+        if conn.in_transaction:
             with contextlib.suppress(StoreError):
                 self._execute(handle, "ROLLBACK")
         self._execute(handle, "PRAGMA query_only=OFF")
+        handle.conn = _SPENT
 
     def savepoint(self, handle: Any, name: str) -> None:
         self._execute(handle, f"SAVEPOINT {name}")
