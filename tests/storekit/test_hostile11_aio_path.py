@@ -121,3 +121,53 @@ def test_aio_kept_method_refuses_while_another_task_holds(
     outcomes, rows = asyncio.run(main())
     assert outcomes == dict.fromkeys(NAMES, "refused")
     assert rows == [{"v": 0}]
+
+
+def test_sync_once_nested_transaction_reused_at_top_level(store_url: str) -> None:
+    """Entered again after its block, a transaction that was a savepoint the first time is
+    a transaction of its own: it commits, and the write lock is free after it (it used to
+    RELEASE a savepoint that no longer exists and never give the connection back). The
+    database is closed only if all went well: closing a wedged one would hang the test."""
+    db = storekit.create_database(store_url, busy_timeout_ms=5000)
+    db.exec("CREATE TABLE kept (v integer)")
+    with db.transaction():
+        inner = db.transaction()
+        with inner:
+            inner.run("INSERT INTO kept (v) VALUES (1)")
+    with inner:
+        inner.run("INSERT INTO kept (v) VALUES (2)")
+    assert not db.in_transaction
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            db.run("INSERT INTO kept (v) VALUES (3)")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(60)
+    assert errors == []
+    assert db.all("SELECT v FROM kept ORDER BY v") == [{"v": 1}, {"v": 2}, {"v": 3}]
+    db.close()
+
+
+def test_aio_once_nested_transaction_reused_at_top_level(store_url: str) -> None:
+    async def main() -> list[Any]:
+        db = await aio.create_database(store_url, busy_timeout_ms=5000)
+        await db.exec("CREATE TABLE kept (v integer)")
+        async with db.transaction():
+            inner = db.transaction()
+            async with inner:
+                await inner.run("INSERT INTO kept (v) VALUES (1)")
+        async with inner:
+            await inner.run("INSERT INTO kept (v) VALUES (2)")
+        assert not db.in_transaction
+        await asyncio.wait_for(
+            asyncio.create_task(db.run("INSERT INTO kept (v) VALUES (3)")), 60)
+        rows = await db.all("SELECT v FROM kept ORDER BY v")
+        await db.close()
+        return rows
+
+    assert asyncio.run(main()) == [{"v": 1}, {"v": 2}, {"v": 3}]
