@@ -180,6 +180,7 @@ class AsyncTransaction:
             self._isolation, self._team_id = outer._isolation, outer._team_id
             self._savepoint, self._handle = name, outer._handle
         else:
+            self._savepoint = None  # it may have been a savepoint the last time it was used
             if self._isolation is None:
                 self._isolation = db.isolation
             self._handle = await db._backend.begin(

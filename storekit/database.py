@@ -233,6 +233,7 @@ class Transaction:
             self._savepoint = f"storekit_sp_{db._savepoints}"
             db._backend.savepoint(handle, self._savepoint)
         else:
+            self._savepoint = None  # it may have been a savepoint the last time it was used
             if self._isolation is None:
                 self._isolation = db.isolation
             handle = db._backend.begin(readonly=self._readonly, team_id=self._team_id,

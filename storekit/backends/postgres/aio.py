@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from storekit.aio_gate import Gate
 from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult
 from storekit.backends.postgres.backend import (
+    _ENDED,
     _IDLE,
     _IN_ERROR,
     _KEEP_ROWS,
@@ -632,7 +633,12 @@ class AsyncPostgresBackend:
                 with contextlib.suppress(StoreError):
                     await handle.exec("ROLLBACK")
         finally:
-            await self._putconn(handle.conn)
+            # The handle refuses from now on (AsyncTransaction's bound methods may be kept
+            # past the block): the connection is the next borrower's. A deferred write
+            # would otherwise be queued on a dead handle and silently dropped.
+            conn, handle.conn = handle.conn, _ENDED
+            handle.pending, handle.pipelined = [], False
+            await self._putconn(conn)
 
     async def savepoint(self, handle: Any, name: str) -> None:
         # Through run(): what is held back (BEGIN included) goes in the same round trip,

@@ -787,6 +787,7 @@ class PostgresBackend:
         if not isinstance(conn, _Inherited):
             handle.conn = _ENDED  # first: the connection is never handed back twice
             handle.pending = []  # a held-back write of a transaction rolled back never runs
+            handle.pipelined = False  # a kept run_deferred runs (and refuses), not queued
             # putconn rolls back a connection left in a transaction and drops a broken one.
             self._putconn(conn)
 

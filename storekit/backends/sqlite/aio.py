@@ -41,7 +41,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from storekit.aio_gate import Gate
 from storekit.backends.base import Row, RunResult, SqliteOptions
@@ -96,6 +96,18 @@ class _Conn:
         now = time.monotonic
         handle.conn.set_progress_handler(lambda: now() > self.budget_end, PROGRESS_OPS)
         handle.conn.execute("PRAGMA busy_timeout=0")  # waits happen in threads
+
+
+class _Ended:
+    """A handle's connection once its transaction ended: any use raises StoreError.
+    AsyncTransaction binds the handle's methods, and a reference kept past the block
+    (r = tx.run) must not run on the connection the next transaction holds."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError("the transaction has ended; use it inside its with block")
+
+
+_ENDED: Any = _Ended()
 
 
 def _small(rows: list[Any]) -> bool:
@@ -639,6 +651,7 @@ class AsyncSqliteBackend:
 
     async def finish(self, handle: Any, *, commit: bool) -> None:
         c: _Conn = handle.c
+        handle.c = _ENDED  # first: nothing but this finish uses the connection now
         try:
             self._check_open()  # closing: close() rolls back, maybe in its thread now
             if commit and c is self._w and (self._tx_lost or not c.conn.in_transaction):
