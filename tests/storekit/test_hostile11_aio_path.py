@@ -32,15 +32,7 @@ class _Rollback(Exception):
 
 @pytest.mark.parametrize("readonly", [False, True], ids=["write", "readonly"])
 def test_sync_kept_method_refuses_while_another_thread_holds(
-        store: storekit.Database, readonly: bool, request: pytest.FixtureRequest) -> None:
-    if store.backend == "sqlite":
-        # Not fixed: the sync SQLite backend hands every write transaction the one shared
-        # writer handle (and a thread's reads its one reader handle), so a bound method
-        # kept past the block cannot be told apart from the next transaction's. The fix
-        # is a handle per transaction, poisoned at its end (as PostgreSQL's), which must
-        # also follow the fork and signal-safety rules of backends/sqlite/backend.py.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="sync SQLite shares"
-                                              " its writer handle across transactions"))
+        store: storekit.Database, readonly: bool) -> None:
     store.exec("CREATE TABLE kept (v integer)")
     store.run("INSERT INTO kept (v) VALUES (0)")
     with store.transaction(readonly=readonly) as tx:
