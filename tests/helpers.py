@@ -1,4 +1,5 @@
-"""Helpers shared by tests: another process holding a lock, a plain WAL file."""
+"""Helpers shared by tests: another process holding a lock, a plain WAL file, the data
+methods of a transaction."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def start_holder(script: str, *args: object, ready: str = "holding") -> subprocess.Popen[str]:
@@ -29,3 +31,15 @@ def wal_file(path: Path) -> Path:
     conn.execute("CREATE TABLE t (x INTEGER)")
     conn.close()
     return path
+
+
+# Every data method of a transaction, with arguments for a table "kept (v integer)": for
+# tests that a transaction (or a method taken from it) refuses once its block is over.
+KEPT_CALLS: list[tuple[str, tuple[Any, ...]]] = [
+    ("run", ("INSERT INTO kept (v) VALUES (?)", (1,))),
+    ("run_deferred", ("INSERT INTO kept (v) VALUES (?)", (2,))),
+    ("get", ("SELECT count(*) AS n FROM kept",)),
+    ("all", ("SELECT v FROM kept",)),
+    ("run_many", ("INSERT INTO kept (v) VALUES (?)", [(3,), (4,)])),
+    ("exec", ("INSERT INTO kept (v) VALUES (5)",)),
+]

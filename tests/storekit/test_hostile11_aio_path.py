@@ -14,15 +14,9 @@ import pytest
 import storekit
 from storekit import aio
 from storekit.errors import StoreError
+from tests.helpers import KEPT_CALLS
 
-CALLS: list[tuple[str, tuple[Any, ...]]] = [
-    ("run", ("INSERT INTO kept (v) VALUES (?)", (1,))),
-    ("run_deferred", ("INSERT INTO kept (v) VALUES (?)", (2,))),
-    ("get", ("SELECT count(*) AS n FROM kept",)),
-    ("all", ("SELECT v FROM kept",)),
-    ("run_many", ("INSERT INTO kept (v) VALUES (?)", [(3,), (4,)])),
-    ("exec", ("INSERT INTO kept (v) VALUES (5)",)),
-]
+CALLS = KEPT_CALLS
 NAMES = [c[0] for c in CALLS]
 
 
