@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from storekit.params import Params
 from storekit.sansio import Reader
@@ -112,6 +112,19 @@ def check_bool(what: str, value: object) -> None:
 
     if not isinstance(value, bool):
         raise ConfigurationError(f"{what}={shown(value)}: must be True or False")
+
+
+class Refusing:
+    """Stands in for a connection that must not be used any more (a transaction's, once
+    it ended; a parent's, in the child of a fork): any use raises StoreError(message)."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __getattr__(self, name: str) -> NoReturn:
+        from storekit.errors import StoreError
+
+        raise StoreError(self._message)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 try:
     import psycopg
@@ -39,6 +39,7 @@ from storekit.backends.base import (
     ISOLATION_LEVELS,
     Capabilities,
     PoolOptions,
+    Refusing,
     Row,
     RunResult,
     SqliteOptions,
@@ -438,19 +439,8 @@ def connect_timeout(url: DatabaseURL, pool: PoolOptions) -> dict[str, int]:
     return {"connect_timeout": max(1, round(seconds))}
 
 
-class _Inherited:
-    """Stands in, in the child of a fork, for a connection of the parent's: its socket is
-    shared with the parent, so any use (even closing it) would break the parent's session."""
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise StoreError(self._message)
-
-
 # A transaction's connection once it went back to the pool: any use raises StoreError.
-_ENDED = _Inherited("the transaction has ended; its connection is back in the pool")
+_ENDED = Refusing("the transaction has ended; its connection is back in the pool")
 
 
 class _PoolAfterFork:
@@ -600,7 +590,7 @@ class PostgresBackend:
                    f" ({self.url}): its connection belongs to the parent")
         for handle in list(self._handles):
             _set_aside.append(handle.conn)
-            handle.conn = _Inherited(message)  # type: ignore[assignment]
+            handle.conn = Refusing(message)  # type: ignore[assignment]
 
     def _configure(self, conn: psycopg.Connection[Row]) -> None:
         """A new pooled connection, before anyone borrows it: its session settings, and
@@ -784,7 +774,7 @@ class PostgresBackend:
 
     def abandon(self, handle: Any) -> None:
         conn = handle.conn
-        if not isinstance(conn, _Inherited):
+        if not isinstance(conn, Refusing):
             handle.conn = _ENDED  # first: the connection is never handed back twice
             handle.pending = []  # a held-back write of a transaction rolled back never runs
             handle.pipelined = False  # a kept run_deferred runs (and refuses), not queued

@@ -41,10 +41,10 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from storekit.aio_gate import Gate
-from storekit.backends.base import Row, RunResult, SqliteOptions
+from storekit.backends.base import Refusing, Row, RunResult, SqliteOptions
 from storekit.backends.sqlite.backend import SqliteBackend, SqliteHandle
 from storekit.backends.sqlite.converters import convert
 from storekit.errors import (
@@ -98,16 +98,10 @@ class _Conn:
         handle.conn.execute("PRAGMA busy_timeout=0")  # waits happen in threads
 
 
-class _Ended:
-    """A handle's connection once its transaction ended: any use raises StoreError.
-    AsyncTransaction binds the handle's methods, and a reference kept past the block
-    (r = tx.run) must not run on the connection the next transaction holds."""
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise StoreError("the transaction has ended; use it inside its with block")
-
-
-_ENDED: Any = _Ended()
+# A handle's connection once its transaction ended. AsyncTransaction binds the handle's
+# methods, and a reference kept past the block (r = tx.run) must not run on the
+# connection the next transaction holds.
+_ENDED: Any = Refusing("the transaction has ended; use it inside its with block")
 
 
 def _small(rows: list[Any]) -> bool:

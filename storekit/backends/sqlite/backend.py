@@ -23,7 +23,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from storekit.backends.base import Capabilities, PoolOptions, Row, RunResult, SqliteOptions
+from storekit.backends.base import (
+    Capabilities,
+    PoolOptions,
+    Refusing,
+    Row,
+    RunResult,
+    SqliteOptions,
+)
 from storekit.backends.sqlite import checkpoint, opening
 from storekit.backends.sqlite.checkpoint import Checkpointer
 from storekit.backends.sqlite.converters import Converters, convert, probe
@@ -252,14 +259,8 @@ class SqliteHandle:
             raise from_bad_input(exc) from exc
 
 
-class _Spent:
-    """The connection of a transaction that has ended: any use raises StoreError."""
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise StoreError("the transaction is not active; use it inside its with block")
-
-
-_SPENT: Any = _Spent()
+# The connection of a transaction that has ended.
+_SPENT: Any = Refusing("the transaction is not active; use it inside its with block")
 
 
 class _InheritedWriter:
