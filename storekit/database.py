@@ -23,6 +23,7 @@ from storekit.backends.base import (
     Capabilities,
     Handle,
     PoolOptions,
+    Refusing,
     Row,
     RunResult,
     SqliteOptions,
@@ -127,6 +128,7 @@ _KEPT = _Gone()
 # A transaction entered without a with statement (tx.__enter__(), ExitStack): it ends only
 # when its __exit__ is called, as before.
 _UNGUARDED: weakref.ref[Any] = weakref.ref(_KEPT)
+_NOT_ACTIVE: Any = Refusing("the transaction is not active; use it inside its with block")
 
 
 class _Token(weakref.ref):  # type: ignore[type-arg]
@@ -168,9 +170,9 @@ def _exit(tx: Transaction, exc_type: type[BaseException] | None,
         raise StoreError("the transaction is not active; use it inside its with block")
     tx._handle = None  # iter() generators check this before touching the connection
     # Not contextlib.suppress: its __enter__ is a call, where a signal handler can raise.
+    tx._do = _NOT_ACTIVE  # the class's data methods refuse from here on
     try:  # noqa: SIM105
-        # Back to the methods that refuse.
-        del tx.run, tx.get, tx.all, tx.run_many, tx.exec, tx.run_deferred
+        del tx.run, tx.get  # back to the class's
     except AttributeError:
         pass
     commit = exc_type is None
@@ -192,20 +194,23 @@ class Transaction:
     """A unit of work on one connection. Nested use becomes a SAVEPOINT."""
 
     __exit__ = _ExitSlot()
+    # Class defaults: a transaction is made per unit of work, so its constructor stores
+    # only what the caller chose.
+    _handle: Handle | None = None
+    _savepoint: str | None = None
+    _outer: Transaction | None = None
+    _cursors: list[Any] | None = None  # of iter() generators not yet finished
+    _armed: _Token | None = None  # set by _ExitSlot just before __enter__
+    _alive: weakref.ref[Any] = _ENDED
+    _open: Any = None  # the handle until COMMIT/ROLLBACK and its release are done
+    _do: Handle = _NOT_ACTIVE  # the handle while the with block runs: the data methods' target
 
-    def __init__(self, db: Database, *, readonly: bool = False, team_id: Any = None,
-                 isolation: str | None = None) -> None:
+    def __init__(self, db: Database, readonly: bool, team_id: Any,
+                 isolation: str | None) -> None:
         self._db = db
         self._readonly = readonly
         self._team_id = team_id
         self._isolation = isolation
-        self._handle: Handle | None = None
-        self._savepoint: str | None = None
-        self._outer: Transaction | None = None
-        self._cursors: list[Any] | None = None  # of iter() generators not yet finished
-        self._armed: _Token | None = None  # set by _ExitSlot just before __enter__
-        self._alive: weakref.ref[Any] = _ENDED
-        self._open: Any = None  # the handle until COMMIT/ROLLBACK and its release are done
 
     def __enter__(self) -> Transaction:
         db = self._db
@@ -244,10 +249,9 @@ class Transaction:
         self._outer = outer
         self._alive = alive
         db._local.tx = self
-        # Bind the handle's methods on the instance: tx.run() is then one call, not three.
-        self.run, self.get, self.all = handle.run, handle.get, handle.all  # type: ignore[method-assign]
-        self.run_many, self.exec = handle.run_many, handle.exec  # type: ignore[method-assign]
-        self.run_deferred = handle.run_deferred  # type: ignore[method-assign]
+        self._do = handle
+        # The two most used methods are the handle's own: tx.run() is then one call, not two.
+        self.run, self.get = handle.run, handle.get  # type: ignore[method-assign]
         return self
 
     def _end(self, commit: bool) -> None:
@@ -315,30 +319,30 @@ class Transaction:
         return self._isolation
 
     def run(self, sql: str, params: Params = None) -> RunResult:
-        return self._h().run(sql, params)
+        return self._do.run(sql, params)
 
     def get(self, sql: str, params: Params = None) -> Row | None:
-        return self._h().get(sql, params)
+        return self._do.get(sql, params)
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
-        return self._h().all(sql, params)
+        return self._do.all(sql, params)
 
     def iter(self, sql: str, params: Params = None) -> Iterator[Row]:
         """Rows lazily; consuming them after the transaction ended raises StoreError."""
-        return self._h().iter(sql, params, self)
+        return self._do.iter(sql, params, self)
 
     def run_many(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]]) -> int:
-        return self._h().run_many(sql, seq)
+        return self._do.run_many(sql, seq)
 
     def run_deferred(self, sql: str, params: Params = None) -> None:
         """run() for a write whose result is not needed. On PostgreSQL it is sent with the
         transaction's next statement, or with COMMIT: no round trip of its own (an
         agent's log line and result rows commit in one). Its error, if any, is raised
         there instead of here. On SQLite, and behind a transaction pooler, it runs now."""
-        self._h().run_deferred(sql, params)
+        self._do.run_deferred(sql, params)
 
     def exec(self, script: str) -> None:
-        self._h().exec(script)
+        self._do.exec(script)
 
 
 class Database:
@@ -452,8 +456,9 @@ class Database:
                 return tx
             tx._alive = _ENDED
             tx._handle = None
+            tx._do = _NOT_ACTIVE
             try:  # noqa: SIM105 (as in _exit)
-                del tx.run, tx.get, tx.all, tx.run_many, tx.exec, tx.run_deferred
+                del tx.run, tx.get
             except AttributeError:
                 pass
             try:
@@ -469,7 +474,6 @@ class Database:
                     if self._local.tx is tx:
                         self._local.tx = tx._outer
 
-    @_checked
     def transaction(self, *, readonly: bool = False, team_id: Any = None,
                     isolation: str | None = None) -> Transaction:
         """Commit on normal exit, roll back and re-raise on an exception; nest with SAVEPOINTs.
@@ -483,10 +487,11 @@ class Database:
         write transaction.
         """
         self._backend.capabilities  # noqa: B018 - raises on a closed database
-        if not isinstance(readonly, bool):
+        if isolation is not None:
+            isolation = isolation_level(isolation)
+        if readonly is not False and readonly is not True:
             raise ConfigurationError(f"readonly must be True or False, not {shown(readonly)}")
-        return Transaction(self, readonly=readonly, team_id=team_id,
-                           isolation=isolation_level(isolation))
+        return Transaction(self, readonly, team_id, isolation)
 
     def atomic(
         self,

@@ -243,6 +243,8 @@ def check_create_options(pool: object, sqlite: object) -> None:
 
 def check_atomic(fn: object, retries: object) -> None:
     """atomic()'s arguments (sync and async), checked before the first attempt."""
+    if type(retries) is int and retries >= 0 and callable(fn):
+        return  # every call: the common case without an import statement
     from storekit.errors import ConfigurationError, ProgrammingError, shown
 
     if not callable(fn):

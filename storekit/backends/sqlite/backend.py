@@ -21,6 +21,7 @@ import weakref
 from _thread import get_ident as _get_ident
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from time import monotonic as _monotonic
 from typing import Any, NoReturn
 
 from storekit.backends.base import (
@@ -537,16 +538,17 @@ class SqliteBackend:
         write: a thread never writes while it holds the writer (transactions reuse it).
         """
         lock = self._lock
-        if lock.__class__ is FairLock and lock._owner == threading.get_ident():
+        me = _get_ident()
+        if lock.__class__ is FairLock and lock._owner == me:
             self._release_writer()  # leaked by an exception: roll back, give back
         timeout = self._busy_timeout
-        started = time.monotonic()
+        started = _monotonic()
         acquired = False
         try:
-            acquired = lock.acquire(timeout=timeout)
+            acquired = lock.acquire(True, timeout)
             if not acquired:
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}")
-            self._holder = threading.get_ident()  # for abandon(); FairLock keeps its own
+            self._holder = me  # for abandon(); FairLock keeps its own
             lease = self._lease if self._lease_tried else self._open_lease()
             if lease is not None and not lease.acquire(started + timeout):
                 raise BusyError(f"waited {timeout:g} s for the write lock on {self.where}"
@@ -629,7 +631,7 @@ class SqliteBackend:
             lease = self._lease
             try:
                 if lease is not None:
-                    lease.release(hand_over=others)
+                    lease.release(others)
             except BaseException:
                 if lease is not None:
                     lease.release(hand_over=True)
@@ -746,10 +748,14 @@ class SqliteBackend:
             self._execute(handle, "PRAGMA query_only=ON")
             self._execute(handle, "BEGIN DEFERRED")
             return handle
-        handle = SqliteHandle(self._writer.conn, self.where, self._types)
+        conn = self._writer.conn
+        handle = SqliteHandle(conn, self.where, self._types)
         try:
             self._acquire_writer()
-            self._execute(self._writer, self._begin)
+            try:
+                conn.execute(self._begin)
+            except sqlite3.Error as exc:
+                raise from_sqlite(exc, self.where) from exc
         except BaseException:
             try:
                 self._release_held()
@@ -760,17 +766,21 @@ class SqliteBackend:
         return handle
 
     def finish(self, handle: Any, *, commit: bool) -> None:
-        if handle.conn is _SPENT:
+        conn = handle.conn
+        if conn is _SPENT:
             return  # ended already (a retry after an interruption)
         try:
-            if handle.conn.in_transaction:
-                self._execute(handle, "COMMIT" if commit else "ROLLBACK")
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT" if commit else "ROLLBACK")
+                except sqlite3.Error as exc:
+                    raise from_sqlite(exc, self.where) from exc
         except StoreError:
-            if commit and handle.conn.in_transaction:
+            if commit and conn.in_transaction:
                 self._execute(handle, "ROLLBACK")
             raise
         finally:
-            if handle.conn is self._writer.conn:
+            if conn is self._writer.conn:
                 try:
                     self._release_held()
                 except BaseException:

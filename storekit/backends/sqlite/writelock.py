@@ -59,7 +59,10 @@ class FairLock:
         self._owner: int | None = None
         self._node: _Node | None = None
 
-    def acquire(self, timeout: float = -1) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As threading.Lock.acquire (blocking=False is timeout=0)."""
+        if not blocking:
+            timeout = 0
         node = _Node()
         ident = _thread.get_ident()
         deadline = _monotonic() + timeout if timeout > 0 else 0.0
@@ -308,7 +311,7 @@ class WriteLease:
         self._stalled = True  # the thread stays queued
         return True
 
-    def release(self, *, hand_over: bool = False) -> None:
+    def release(self, hand_over: bool = False) -> None:
         """Give the turn back to the process; it ends when the slice is over, or at once
         with hand_over."""
         # Cleared first: should an exception interrupt the rest, the background thread
