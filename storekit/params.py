@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -94,6 +94,10 @@ def _end_of_block_comment(sql: str, i: int) -> int:
 
 _CACHE: dict[Target, dict[str, Translated]] = {"sqlite": {}, "postgres": {}}
 _CACHE_SIZE = 4096
+
+
+# The SQLite translation of SQL seen before, else None: a C call, for the hot paths.
+cached_sqlite: Callable[[str], Translated | None] = _CACHE["sqlite"].get
 
 
 def translate(sql: str, target: Target) -> Translated:

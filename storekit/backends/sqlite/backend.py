@@ -51,6 +51,7 @@ from storekit.params import (
     Params,
     Translated,
     adapt_sqlite,
+    cached_sqlite,
     check_params,
     check_sql_text,
     sqlite_values,
@@ -115,7 +116,7 @@ class SqliteHandle:
 
     def run(self, sql: str, params: Params = None) -> RunResult:
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             if t.ddl:
                 self.types.clear()
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
@@ -130,7 +131,7 @@ class SqliteHandle:
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             row = cur.fetchone()
@@ -146,7 +147,7 @@ class SqliteHandle:
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             rows = cur.fetchall()
@@ -167,7 +168,7 @@ class SqliteHandle:
         if tx is not None and tx._handle is None:
             raise ended()
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
         except sqlite3.Error as exc:
@@ -205,7 +206,7 @@ class SqliteHandle:
         """All rows or none: a savepoint undoes the rows done when one fails."""
         conn = self.conn
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             rows = seq if isinstance(seq, list) else list(seq)
             conn.execute("SAVEPOINT storekit_many")
             try:
