@@ -145,17 +145,19 @@ class _Closed:
 class AsyncTransaction:
     """A unit of work on one connection, for one task. Nested use becomes a SAVEPOINT."""
 
-    def __init__(self, db: AsyncDatabase, *, readonly: bool = False, team_id: Any = None,
-                 isolation: str | None = None) -> None:
+    # Class defaults, as Transaction's: the constructor stores only what the caller chose.
+    _handle: AsyncHandle | None = None
+    _savepoint: str | None = None
+    _outer: AsyncTransaction | None = None
+    _task: asyncio.Task[Any] | None = None
+    _cursors: list[Any] | None = None  # of iter() generators not yet finished
+
+    def __init__(self, db: AsyncDatabase, readonly: bool, team_id: Any,
+                 isolation: str | None) -> None:
         self._db = db
         self._readonly = readonly
         self._team_id = team_id
         self._isolation = isolation
-        self._handle: AsyncHandle | None = None
-        self._savepoint: str | None = None
-        self._outer: AsyncTransaction | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._cursors: list[Any] | None = None  # of iter() generators not yet finished
 
     async def __aenter__(self) -> AsyncTransaction:
         db = self._db
@@ -380,10 +382,11 @@ class AsyncDatabase:
         """`async with db.transaction() as tx:` commits on normal exit and rolls back on an
         exception or cancellation. The rules are Database.transaction's."""
         self._backend.capabilities  # noqa: B018 - raises on a closed database
-        if not isinstance(readonly, bool):
+        if isolation is not None:
+            isolation = isolation_level(isolation)
+        if readonly is not False and readonly is not True:
             raise ConfigurationError(f"readonly must be True or False, not {shown(readonly)}")
-        return AsyncTransaction(self, readonly=readonly, team_id=team_id,
-                                isolation=isolation_level(isolation))
+        return AsyncTransaction(self, readonly, team_id, isolation)
 
     @_checked
     def scope(self, *, team_id: Any) -> AsyncTransaction:

@@ -56,7 +56,7 @@ from storekit.errors import (
     from_bad_input,
     from_sqlite,
 )
-from storekit.params import Params, sqlite_values, translate
+from storekit.params import Params, cached_sqlite, sqlite_values, translate
 from storekit.url import DatabaseURL
 
 BUDGET_S = 0.002  # a statement on the loop is interrupted after this long
@@ -266,7 +266,7 @@ class AsyncSqliteBackend:
                 # Describing result types creates a temporary view: a write, which an
                 # interrupt would answer by rolling back the transaction. Not timed.
                 try:  # noqa: SIM105 - contextlib.suppress costs a microsecond here
-                    c.handle._converters(translate(sql, "sqlite"))
+                    c.handle._converters(cached_sqlite(sql) or translate(sql, "sqlite"))
                 except Exception:
                     pass
             c.budget_end = start + BUDGET_S
@@ -592,7 +592,7 @@ class AsyncSqliteBackend:
 
     def _open_cursor(self, c: _Conn, sql: str, params: Params) -> tuple[Any, ...]:
         try:
-            t = translate(sql, "sqlite")
+            t = cached_sqlite(sql) or translate(sql, "sqlite")
             conv = c.handle._converters(t)
             cur = c.conn.execute(t.sql, sqlite_values(t, params))
             if cur.description is None:
