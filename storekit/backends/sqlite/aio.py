@@ -238,10 +238,12 @@ class AsyncSqliteBackend:
 
     def _is_read(self, sql: str) -> bool:
         """A statement an interrupt cannot roll a transaction back for: a query."""
-        try:
-            found = self._reads.get(sql)
-        except BAD_INPUT:  # sql cannot be a key (a list): the call itself raises the error
+        if type(sql) is not str:
+            # Not a key (a list: the call itself raises the error; a str subclass: its
+            # __hash__ and __eq__ could answer with another statement's entry, or make
+            # this one answer for others). Such a statement just runs uninterrupted.
             return False
+        found = self._reads.get(sql)
         if found is None:
             try:
                 t = translate(sql, "sqlite")
@@ -266,7 +268,8 @@ class AsyncSqliteBackend:
                 # Describing result types creates a temporary view: a write, which an
                 # interrupt would answer by rolling back the transaction. Not timed.
                 try:  # noqa: SIM105 - contextlib.suppress costs a microsecond here
-                    c.handle._converters(cached_sqlite(sql) or translate(sql, "sqlite"))
+                    c.handle._converters((type(sql) is str and cached_sqlite(sql))
+                                          or translate(sql, "sqlite"))
                 except Exception:
                     pass
             c.budget_end = start + BUDGET_S
@@ -592,7 +595,7 @@ class AsyncSqliteBackend:
 
     def _open_cursor(self, c: _Conn, sql: str, params: Params) -> tuple[Any, ...]:
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             conv = c.handle._converters(t)
             cur = c.conn.execute(t.sql, sqlite_values(t, params))
             if cur.description is None:
