@@ -406,7 +406,7 @@ class AsyncDatabase:
     ) -> T:
         """Run `await fn(tx, *args, **kwargs)` in a transaction and return its result,
         running it again after TransactionConflict or BusyError: Database.atomic's rules."""
-        check_atomic(fn, retries)
+        retries = check_atomic(fn, retries)
         if self._joined() is not None:
             async with self.transaction(readonly=readonly, team_id=team_id,
                                         isolation=isolation) as tx:

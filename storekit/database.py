@@ -515,7 +515,7 @@ class Database:
         the number of attempts in its message. A BusyError attempt can wait a whole busy
         timeout, so the worst case is (retries + 1) busy timeouts.
         """
-        check_atomic(fn, retries)
+        retries = check_atomic(fn, retries)
         tx = self._local.tx
         if tx is not None and tx._alive() is None:
             tx = self._discard_dead()
