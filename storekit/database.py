@@ -250,8 +250,11 @@ class Transaction:
         self._alive = alive
         db._local.tx = self
         self._do = handle
-        # The two most used methods are the handle's own: tx.run() is then one call, not two.
-        self.run, self.get = handle.run, handle.get  # type: ignore[method-assign]
+        if outer is None:
+            # The two most used methods are the handle's own: tx.run() is then one call,
+            # not two. Not a savepoint's: its handle outlives its block (the outer
+            # transaction's), so a method kept past the block would still run there.
+            self.run, self.get = handle.run, handle.get  # type: ignore[method-assign]
         return self
 
     def _end(self, commit: bool) -> None:
