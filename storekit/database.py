@@ -651,6 +651,13 @@ class Database:
     # Lifecycle.
     def close(self) -> None:
         if not self.closed:
+            # This thread's transactions are rolled back first, as storekit.aio's are: the
+            # backend's close waits for the connections and write lock they hold.
+            tx = self._local.tx
+            while tx is not None:
+                tx._alive = _ENDED  # over: its with block then ends with StoreError
+                tx = tx._outer
+            self._discard_dead()
             backend = self._backend
             self._backend = _Closed(self.url)  # type: ignore[assignment]
             backend.close()
