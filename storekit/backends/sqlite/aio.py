@@ -289,11 +289,11 @@ class AsyncSqliteBackend:
             return _AGAIN  # type: ignore[no-any-return]
         finally:
             c.budget_end = _INF
-            if not interruptible and time.monotonic() - start > BUDGET_S:
+            if (not interruptible and time.monotonic() - start > BUDGET_S
+                    and type(sql) is str):
                 if len(self._slow) > 4096:
                     self._slow.clear()
-                with contextlib.suppress(TypeError, ValueError):  # sql no key: it raised
-                    self._slow[sql] = self._slow.get(sql, 0) + 1
+                self._slow[sql] = self._slow.get(sql, 0) + 1
 
     async def _turn(self) -> None:
         """Let other tasks run (callers check TURN_S first: no coroutine per statement)."""
@@ -308,11 +308,9 @@ class AsyncSqliteBackend:
         the caller passes to _later()."""
         if time.monotonic() - self._turn_at > TURN_S or (self._tx_lost and c is self._w):
             return _LATER  # type: ignore[no-any-return]
-        try:
-            if sql in self._slow:
-                return _LATER  # type: ignore[no-any-return]
-        except BAD_INPUT:  # sql cannot be a dict key (a list): fn refuses it, as sync does
-            pass
+        # Only an exact str is a key of _slow (see _is_read); fn refuses what is not a str.
+        if type(sql) is str and sql in self._slow:
+            return _LATER  # type: ignore[no-any-return]
         return self._try(c, fn, interruptible, sql, params)
 
     async def _later(self, why: Any, c: _Conn, fn: Callable[..., T], interruptible: bool,
@@ -327,10 +325,7 @@ class AsyncSqliteBackend:
             await self._turn()
         if self._tx_lost and c is self._w:
             raise OperationalError("the transaction was rolled back by SQLite; end it")
-        try:
-            fast = self._slow.get(sql, 0) < SLOW_STRIKES
-        except BAD_INPUT:  # sql cannot be a dict key: fn refuses it
-            fast = True
+        fast = type(sql) is not str or self._slow.get(sql, 0) < SLOW_STRIKES
         if fast:
             result = self._try(c, fn, interruptible, sql, params)
             if result is not _AGAIN:
@@ -338,7 +333,7 @@ class AsyncSqliteBackend:
             return await self._off_loop(c, fn, sql, params, again=True)
         job = _Job()
         result = await self._off_loop(c, fn, sql, params, job=job, again=True)
-        if job.seconds < BUDGET_S / 2:
+        if job.seconds < BUDGET_S / 2 and type(sql) is str:
             self._slow.pop(sql, None)  # fast again (a load spike had marked it): on the loop
         return result
 
