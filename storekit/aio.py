@@ -191,11 +191,14 @@ class AsyncTransaction:
         self._task = asyncio.current_task()
         db._tx.set(self)
         # The handle's methods on the instance, as the sync Transaction does: tx.run(...)
-        # is then the handle's coroutine at once. __aexit__ takes them away again.
-        h = self._handle
-        self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
-        self.run_many, self.run_deferred = h.run_many, h.run_deferred  # type: ignore[method-assign]
-        self.exec = h.exec  # type: ignore[method-assign]
+        # is then the handle's coroutine at once. __aexit__ takes them away again. Not a
+        # savepoint's: its handle outlives its block (the outer transaction's), so a
+        # method kept past the block would still run there.
+        if outer is None:
+            h = self._handle
+            self.run, self.get, self.all = h.run, h.get, h.all  # type: ignore[method-assign]
+            self.run_many = h.run_many  # type: ignore[method-assign]
+            self.run_deferred, self.exec = h.run_deferred, h.exec  # type: ignore[method-assign]
         return self
 
     async def __aexit__(
@@ -406,7 +409,7 @@ class AsyncDatabase:
     ) -> T:
         """Run `await fn(tx, *args, **kwargs)` in a transaction and return its result,
         running it again after TransactionConflict or BusyError: Database.atomic's rules."""
-        check_atomic(fn, retries)
+        retries = check_atomic(fn, retries)
         if self._joined() is not None:
             async with self.transaction(readonly=readonly, team_id=team_id,
                                         isolation=isolation) as tx:

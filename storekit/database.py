@@ -250,8 +250,11 @@ class Transaction:
         self._alive = alive
         db._local.tx = self
         self._do = handle
-        # The two most used methods are the handle's own: tx.run() is then one call, not two.
-        self.run, self.get = handle.run, handle.get  # type: ignore[method-assign]
+        if outer is None:
+            # The two most used methods are the handle's own: tx.run() is then one call,
+            # not two. Not a savepoint's: its handle outlives its block (the outer
+            # transaction's), so a method kept past the block would still run there.
+            self.run, self.get = handle.run, handle.get  # type: ignore[method-assign]
         return self
 
     def _end(self, commit: bool) -> None:
@@ -515,7 +518,7 @@ class Database:
         the number of attempts in its message. A BusyError attempt can wait a whole busy
         timeout, so the worst case is (retries + 1) busy timeouts.
         """
-        check_atomic(fn, retries)
+        retries = check_atomic(fn, retries)
         tx = self._local.tx
         if tx is not None and tx._alive() is None:
             tx = self._discard_dead()
@@ -648,6 +651,13 @@ class Database:
     # Lifecycle.
     def close(self) -> None:
         if not self.closed:
+            # This thread's transactions are rolled back first, as storekit.aio's are: the
+            # backend's close waits for the connections and write lock they hold.
+            tx = self._local.tx
+            while tx is not None:
+                tx._alive = _ENDED  # over: its with block then ends with StoreError
+                tx = tx._outer
+            self._discard_dead()
             backend = self._backend
             self._backend = _Closed(self.url)  # type: ignore[assignment]
             backend.close()

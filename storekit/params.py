@@ -96,12 +96,16 @@ _CACHE: dict[Target, dict[str, Translated]] = {"sqlite": {}, "postgres": {}}
 _CACHE_SIZE = 4096
 
 
-# The SQLite translation of SQL seen before, else None: a C call, for the hot paths.
+# The SQLite translation of SQL seen before, else None: a C call, for the hot paths. Only
+# for an exact str (`type(sql) is str and cached_sqlite(sql)`): a str subclass's __hash__
+# and __eq__ are the caller's code, which could answer with another statement's entry.
 cached_sqlite: Callable[[str], Translated | None] = _CACHE["sqlite"].get
 
 
 def translate(sql: str, target: Target) -> Translated:
     """The cached translation of sql: one dict lookup per call once the SQL has been seen."""
+    if type(sql) is not str:
+        sql = _exact(sql)
     cache = _CACHE[target]
     t = cache.get(sql)
     if t is None:
@@ -109,6 +113,15 @@ def translate(sql: str, target: Target) -> Translated:
             cache.clear()  # generated SQL without placeholders must not grow it forever
         t = cache[sql] = _translate(sql, target)
     return t
+
+
+def _exact(sql: object) -> str:
+    """The text of a str subclass as a plain str: the cache's keys and lookups then never
+    run the caller's __hash__ or __eq__ (one that lied would be handed, or would hand
+    every later caller, another statement's translation)."""
+    if not issubclass(type(sql), str):  # not isinstance: it believes a faked __class__
+        raise ProgrammingError(f"SQL must be a str, not {type(sql).__name__}")
+    return str.__str__(sql)  # str's own: a copy of the characters, not the subclass's __str__
 
 
 def _translate(sql: str, target: Target) -> Translated:

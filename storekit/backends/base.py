@@ -241,16 +241,21 @@ def check_create_options(pool: object, sqlite: object) -> None:
                                      f" {type(value).__name__}")
 
 
-def check_atomic(fn: object, retries: object) -> None:
-    """atomic()'s arguments (sync and async), checked before the first attempt."""
+def check_atomic(fn: object, retries: object) -> int:
+    """atomic()'s arguments (sync and async), checked before the first attempt; the number
+    of retries as a plain int, the one atomic() counts against."""
     if type(retries) is int and retries >= 0 and callable(fn):
-        return  # every call: the common case without an import statement
+        return retries  # every call: the common case without an import statement
     from storekit.errors import ConfigurationError, ProgrammingError, shown
 
     if not callable(fn):
         raise ProgrammingError(f"atomic() needs a function to run, not {type(fn).__name__}")
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+    # An int subclass's comparisons are the caller's code (one could raise, or never let
+    # `attempt > retries` be true): its value, as a plain int, is what counts.
+    count = int.__index__(retries) if issubclass(type(retries), int) else -1  # type: ignore[arg-type]
+    if count < 0 or isinstance(retries, bool):
         raise ConfigurationError(f"atomic(retries={shown(retries)}): must be an int >= 0")
+    return count
 
 
 class Handle(Protocol):

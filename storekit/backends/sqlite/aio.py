@@ -238,10 +238,12 @@ class AsyncSqliteBackend:
 
     def _is_read(self, sql: str) -> bool:
         """A statement an interrupt cannot roll a transaction back for: a query."""
-        try:
-            found = self._reads.get(sql)
-        except BAD_INPUT:  # sql cannot be a key (a list): the call itself raises the error
+        if type(sql) is not str:
+            # Not a key (a list: the call itself raises the error; a str subclass: its
+            # __hash__ and __eq__ could answer with another statement's entry, or make
+            # this one answer for others). Such a statement just runs uninterrupted.
             return False
+        found = self._reads.get(sql)
         if found is None:
             try:
                 t = translate(sql, "sqlite")
@@ -266,7 +268,8 @@ class AsyncSqliteBackend:
                 # Describing result types creates a temporary view: a write, which an
                 # interrupt would answer by rolling back the transaction. Not timed.
                 try:  # noqa: SIM105 - contextlib.suppress costs a microsecond here
-                    c.handle._converters(cached_sqlite(sql) or translate(sql, "sqlite"))
+                    c.handle._converters((type(sql) is str and cached_sqlite(sql))
+                                          or translate(sql, "sqlite"))
                 except Exception:
                     pass
             c.budget_end = start + BUDGET_S
@@ -286,11 +289,11 @@ class AsyncSqliteBackend:
             return _AGAIN  # type: ignore[no-any-return]
         finally:
             c.budget_end = _INF
-            if not interruptible and time.monotonic() - start > BUDGET_S:
+            if (not interruptible and time.monotonic() - start > BUDGET_S
+                    and type(sql) is str):
                 if len(self._slow) > 4096:
                     self._slow.clear()
-                with contextlib.suppress(TypeError, ValueError):  # sql no key: it raised
-                    self._slow[sql] = self._slow.get(sql, 0) + 1
+                self._slow[sql] = self._slow.get(sql, 0) + 1
 
     async def _turn(self) -> None:
         """Let other tasks run (callers check TURN_S first: no coroutine per statement)."""
@@ -305,11 +308,9 @@ class AsyncSqliteBackend:
         the caller passes to _later()."""
         if time.monotonic() - self._turn_at > TURN_S or (self._tx_lost and c is self._w):
             return _LATER  # type: ignore[no-any-return]
-        try:
-            if sql in self._slow:
-                return _LATER  # type: ignore[no-any-return]
-        except BAD_INPUT:  # sql cannot be a dict key (a list): fn refuses it, as sync does
-            pass
+        # Only an exact str is a key of _slow (see _is_read); fn refuses what is not a str.
+        if type(sql) is str and sql in self._slow:
+            return _LATER  # type: ignore[no-any-return]
         return self._try(c, fn, interruptible, sql, params)
 
     async def _later(self, why: Any, c: _Conn, fn: Callable[..., T], interruptible: bool,
@@ -324,10 +325,7 @@ class AsyncSqliteBackend:
             await self._turn()
         if self._tx_lost and c is self._w:
             raise OperationalError("the transaction was rolled back by SQLite; end it")
-        try:
-            fast = self._slow.get(sql, 0) < SLOW_STRIKES
-        except BAD_INPUT:  # sql cannot be a dict key: fn refuses it
-            fast = True
+        fast = type(sql) is not str or self._slow.get(sql, 0) < SLOW_STRIKES
         if fast:
             result = self._try(c, fn, interruptible, sql, params)
             if result is not _AGAIN:
@@ -335,7 +333,7 @@ class AsyncSqliteBackend:
             return await self._off_loop(c, fn, sql, params, again=True)
         job = _Job()
         result = await self._off_loop(c, fn, sql, params, job=job, again=True)
-        if job.seconds < BUDGET_S / 2:
+        if job.seconds < BUDGET_S / 2 and type(sql) is str:
             self._slow.pop(sql, None)  # fast again (a load spike had marked it): on the loop
         return result
 
@@ -592,7 +590,7 @@ class AsyncSqliteBackend:
 
     def _open_cursor(self, c: _Conn, sql: str, params: Params) -> tuple[Any, ...]:
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             conv = c.handle._converters(t)
             cur = c.conn.execute(t.sql, sqlite_values(t, params))
             if cur.description is None:

@@ -116,7 +116,7 @@ class SqliteHandle:
 
     def run(self, sql: str, params: Params = None) -> RunResult:
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             if t.ddl:
                 self.types.clear()
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
@@ -131,7 +131,7 @@ class SqliteHandle:
 
     def get(self, sql: str, params: Params = None) -> Row | None:
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             row = cur.fetchone()
@@ -147,7 +147,7 @@ class SqliteHandle:
 
     def all(self, sql: str, params: Params = None) -> list[Row]:
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
             rows = cur.fetchall()
@@ -168,7 +168,7 @@ class SqliteHandle:
         if tx is not None and tx._handle is None:
             raise ended()
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             conv = self._converters(t)
             cur = self.conn.execute(t.sql, sqlite_values(t, params))
         except sqlite3.Error as exc:
@@ -206,7 +206,7 @@ class SqliteHandle:
         """All rows or none: a savepoint undoes the rows done when one fails."""
         conn = self.conn
         try:
-            t = cached_sqlite(sql) or translate(sql, "sqlite")
+            t = (type(sql) is str and cached_sqlite(sql)) or translate(sql, "sqlite")
             rows = seq if isinstance(seq, list) else list(seq)
             conn.execute("SAVEPOINT storekit_many")
             try:
