@@ -650,6 +650,8 @@ class Database:
 
     # Lifecycle.
     def close(self) -> None:
+        """Close the connections. A transaction of this thread still open is rolled back
+        first; its with block then ends with StoreError. Closing twice is harmless."""
         if not self.closed:
             # This thread's transactions are rolled back first, as storekit.aio's are: the
             # backend's close waits for the connections and write lock they hold.
