@@ -74,6 +74,12 @@ MANY_ON_LOOP_BYTES = 64 * 1024
 _INF = float("inf")
 _BUSY = 5  # SQLITE_BUSY
 _RERUN = (_BUSY, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
+# SQLITE_ERROR. With busy_timeout 0, SQLite skips the schema check it cannot lock for
+# (another process writes, in rollback-journal mode, or recovers the WAL) and reports
+# what the stale schema it has cached says: "no such table" for a table just created.
+# Outside a write transaction (whose lock keeps the schema still) such a statement runs
+# again in a thread, waiting for the lock; it had no effect (autocommit: rolled back).
+_ERROR = 1
 BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at a cancel
 # A statement on the loop never suspends the task: after this long without a turn for
 # other tasks (a loop of many short statements), the next statement yields first.
@@ -115,8 +121,8 @@ def _small(rows: list[Any]) -> bool:
     return size <= MANY_ON_LOOP_BYTES
 
 
-def _rerun(exc: StoreError) -> bool:
-    return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF in _RERUN
+def _code(exc: StoreError) -> int:
+    return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF
 
 
 class AsyncSqliteHandle:
@@ -280,7 +286,8 @@ class AsyncSqliteBackend:
                 # SQLite rolled the transaction back (SQLITE_FULL, IOERR, an interrupted
                 # write): what follows must not run, nor COMMIT succeed, in autocommit.
                 self._tx_lost = True
-            if not _rerun(exc):
+            code = _code(exc)
+            if code not in _RERUN and (code != _ERROR or (c is self._w and self._write_tx)):
                 raise
             if self._tx_lost and c is self._w:
                 raise OperationalError(
@@ -389,9 +396,15 @@ class AsyncSqliteBackend:
                 try:
                     return call()
                 except BusyError as exc:
-                    if (getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF != _BUSY
-                            or job.cancelled or left <= BUSY_SLICE_MS):
+                    if _code(exc) != _BUSY or job.cancelled or left <= BUSY_SLICE_MS:
                         raise
+                except StoreError as exc:
+                    if _code(exc) != _ERROR or job.cancelled:
+                        raise
+                    # Maybe a stale schema's error (see _ERROR): once more, with the
+                    # whole wait left for the schema's lock. A real one comes at once.
+                    conn.execute(f"PRAGMA busy_timeout={max(1, left)}")
+                    return call()
         finally:
             job.seconds = time.monotonic() - start
             conn.execute("PRAGMA busy_timeout=0")
