@@ -226,3 +226,105 @@ async def test_close_among_running_and_queued_tasks(tmp_path: Path) -> None:
         conn.close()
     assert all(i in rows for i in acked)
     assert all((i in rows) == (10_000 + i in rows) for i in range(200))
+
+
+# Another storekit process (the sync API) holding the write turn and SQLite's lock.
+SYNC_HOLDER = r"""
+import sys, time, storekit
+db = storekit.create_database(f"sqlite:///{sys.argv[1]}", busy_timeout_ms=300)
+with db.transaction() as tx:
+    tx.run("INSERT INTO acks (k) VALUES (-1)")
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_stopped_then_killed_turn_holder(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    path = tmp_path / "k.db"
+    db = await aio.create_database(f"sqlite:///{path}", busy_timeout_ms=300)
+    await db.exec("CREATE TABLE acks (k INTEGER PRIMARY KEY)")
+    acked: list[int] = []
+
+    async def write(i: int) -> None:
+        async with db.transaction() as tx:
+            await tx.run("INSERT INTO acks (k) VALUES (?)", (i,))
+        acked.append(i)
+
+    proc = subprocess.Popen([sys.executable, "-c", SYNC_HOLDER, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "holding"
+        os.kill(proc.pid, signal.SIGSTOP)
+        tasks = [asyncio.create_task(write(i)) for i in range(200)]
+        got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
+        # Stopped with SQLite's lock: past the stall, the busy timeout ends each wait.
+        assert all(isinstance(r, BusyError) for r in got), {type(r) for r in got}
+        tasks = [asyncio.create_task(write(i)) for i in range(200, 400)]
+        await asyncio.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
+        assert all(r is None or isinstance(r, BusyError) for r in got), got
+        await write(1000)  # the lock is free now: a write succeeds
+    finally:
+        proc.kill()
+        proc.wait(WAIT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    rows = {r["k"] for r in await db.all("SELECT k FROM acks")}
+    await db.close()
+    assert -1 not in rows  # the killed process's transaction never committed
+    assert all(i in rows for i in acked)
+
+
+# close() while a statement runs in a thread for ever, with tasks queued behind it. In a
+# process of its own: on the old code close() waited for the thread, which never ends.
+CLOSE_ENDLESS = r"""
+import asyncio, sqlite3, sys
+from storekit import StoreError, aio
+
+ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT {} FROM c")
+
+async def main(path):
+    db = await aio.create_database(f"sqlite:///{path}")
+    await db.exec("CREATE TABLE acks (k INTEGER PRIMARY KEY)")
+    acked = []
+
+    async def write(i):
+        await db.run("INSERT INTO acks (k) VALUES (?)", (i,))
+        acked.append(i)
+
+    if sys.argv[2] == "read":  # interrupted on the loop, then run in a reader thread
+        first = asyncio.create_task(db.get(ENDLESS.format("count(*) AS n")))
+    else:  # a script holds the write connection, in the writer's thread
+        first = asyncio.create_task(db.exec("INSERT INTO acks (k) " + ENDLESS.format("x")))
+    await asyncio.sleep(0.2)
+    tasks = [first, *(asyncio.create_task(write(i)) for i in range(200))]
+    await asyncio.sleep(0)
+    await db.close()
+    got = await asyncio.gather(*tasks, return_exceptions=True)
+    odd = [r for r in got if r is not None and not isinstance(r, StoreError)]
+    assert odd == [], odd
+    assert isinstance(got[0], StoreError), got[0]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    rows = {k for (k,) in conn.execute("SELECT k FROM acks")}
+    assert all(i in rows for i in acked)
+    print("done")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("where", ["read", "write"])
+def test_close_interrupts_a_statement_running_in_a_thread(tmp_path: Path,
+                                                          where: str) -> None:
+    done = subprocess.run([sys.executable, "-c", CLOSE_ENDLESS, str(tmp_path / "e.db"), where],
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "done"

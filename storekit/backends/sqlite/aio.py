@@ -38,6 +38,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -726,9 +727,32 @@ class AsyncSqliteBackend:
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
-        self._wpool.shutdown(wait=True)  # a checkpoint in progress finishes first
-        self._rpool.shutdown(wait=True)
+        # A statement in a thread (an endless query, a long script) would keep shutdown()
+        # waiting for it for ever: it is interrupted, again until the pools are done (one
+        # may start just after an interrupt), and its task gets the error (StoreError).
+        # A checkpoint, on a connection of its own, still finishes first.
+        stop = threading.Event()
+        interrupter = threading.Thread(target=self._interrupt_until, args=(stop,),
+                                       name="storekit-aio-close", daemon=True)
+        interrupter.start()
+        try:
+            self._wpool.shutdown(wait=True)
+            self._rpool.shutdown(wait=True)
+        finally:
+            stop.set()
+            interrupter.join()
         self._sync.close()
+
+    def _interrupt_until(self, stop: threading.Event) -> None:
+        sync = self._sync
+        while True:
+            with sync._readers_lock:
+                conns = [self._w.conn, *sync._readers]
+            for conn in conns:
+                with contextlib.suppress(sqlite3.Error):  # closed already
+                    conn.interrupt()
+            if stop.wait(0.02):
+                return
 
 
 class _Job:
