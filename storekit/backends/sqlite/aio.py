@@ -78,8 +78,9 @@ _RERUN = (_BUSY, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effec
 # SQLITE_ERROR. With busy_timeout 0, SQLite skips the schema check it cannot lock for
 # (another process writes, in rollback-journal mode, or recovers the WAL) and reports
 # what the stale schema it has cached says: "no such table" for a table just created.
-# Outside a write transaction (whose lock keeps the schema still) such a statement runs
-# again in a thread, waiting for the lock; it had no effect (autocommit: rolled back).
+# Outside a write transaction whose BEGIN took the lock (which keeps the schema still)
+# such a statement runs again in a thread, waiting for the lock; it had no effect (an
+# error rolls back the statement, and an autocommit one whole).
 _ERROR = 1
 BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at a cancel
 # A statement on the loop never suspends the task: after this long without a turn for
@@ -229,6 +230,8 @@ class AsyncSqliteBackend:
         # Without WAL or with synchronous=full a COMMIT waits for readers or the disk.
         self._commit_off_loop = (o.synchronous.lower() in ("full", "extra")
                                  or o.journal_mode.lower() != "wal")
+        # A write transaction's BEGIN locks the file (not a deferred one): see _ERROR.
+        self._begin_locks = o.begin.lower() != "deferred"
 
     def _open_reader(self) -> _Conn:
         conn = self._sync._connect()
@@ -288,7 +291,8 @@ class AsyncSqliteBackend:
                 # write): what follows must not run, nor COMMIT succeed, in autocommit.
                 self._tx_lost = True
             code = _code(exc)
-            if code not in _RERUN and (code != _ERROR or (c is self._w and self._write_tx)):
+            if code not in _RERUN and (code != _ERROR or (
+                    c is self._w and self._write_tx and (self._begin_locks or self._tx_lost))):
                 raise
             if self._tx_lost and c is self._w:
                 raise OperationalError(
