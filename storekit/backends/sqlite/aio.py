@@ -38,6 +38,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,6 +75,13 @@ MANY_ON_LOOP_BYTES = 64 * 1024
 _INF = float("inf")
 _BUSY = 5  # SQLITE_BUSY
 _RERUN = (_BUSY, 9)  # SQLITE_BUSY, SQLITE_INTERRUPT: the statement had no effect
+# SQLITE_ERROR. With busy_timeout 0, SQLite skips the schema check it cannot lock for
+# (another process writes, in rollback-journal mode, or recovers the WAL) and reports
+# what the stale schema it has cached says: "no such table" for a table just created.
+# Outside a write transaction whose BEGIN took the lock (which keeps the schema still)
+# such a statement runs again in a thread, waiting for the lock; it had no effect (an
+# error rolls back the statement, and an autocommit one whole).
+_ERROR = 1
 BUSY_SLICE_MS = 50  # a wait for the lock in a thread: how long between looks at a cancel
 # A statement on the loop never suspends the task: after this long without a turn for
 # other tasks (a loop of many short statements), the next statement yields first.
@@ -115,8 +123,8 @@ def _small(rows: list[Any]) -> bool:
     return size <= MANY_ON_LOOP_BYTES
 
 
-def _rerun(exc: StoreError) -> bool:
-    return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF in _RERUN
+def _code(exc: StoreError) -> int:
+    return getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF
 
 
 class AsyncSqliteHandle:
@@ -222,6 +230,8 @@ class AsyncSqliteBackend:
         # Without WAL or with synchronous=full a COMMIT waits for readers or the disk.
         self._commit_off_loop = (o.synchronous.lower() in ("full", "extra")
                                  or o.journal_mode.lower() != "wal")
+        # A write transaction's BEGIN locks the file (not a deferred one): see _ERROR.
+        self._begin_locks = o.begin.lower() != "deferred"
 
     def _open_reader(self) -> _Conn:
         conn = self._sync._connect()
@@ -280,7 +290,9 @@ class AsyncSqliteBackend:
                 # SQLite rolled the transaction back (SQLITE_FULL, IOERR, an interrupted
                 # write): what follows must not run, nor COMMIT succeed, in autocommit.
                 self._tx_lost = True
-            if not _rerun(exc):
+            code = _code(exc)
+            if code not in _RERUN and (code != _ERROR or (
+                    c is self._w and self._write_tx and (self._begin_locks or self._tx_lost))):
                 raise
             if self._tx_lost and c is self._w:
                 raise OperationalError(
@@ -389,9 +401,15 @@ class AsyncSqliteBackend:
                 try:
                     return call()
                 except BusyError as exc:
-                    if (getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF != _BUSY
-                            or job.cancelled or left <= BUSY_SLICE_MS):
+                    if _code(exc) != _BUSY or job.cancelled or left <= BUSY_SLICE_MS:
                         raise
+                except StoreError as exc:
+                    if _code(exc) != _ERROR or job.cancelled:
+                        raise
+                    # Maybe a stale schema's error (see _ERROR): once more, with the
+                    # whole wait left for the schema's lock. A real one comes at once.
+                    conn.execute(f"PRAGMA busy_timeout={max(1, left)}")
+                    return call()
         finally:
             job.seconds = time.monotonic() - start
             conn.execute("PRAGMA busy_timeout=0")
@@ -713,9 +731,32 @@ class AsyncSqliteBackend:
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
-        self._wpool.shutdown(wait=True)  # a checkpoint in progress finishes first
-        self._rpool.shutdown(wait=True)
+        # A statement in a thread (an endless query, a long script) would keep shutdown()
+        # waiting for it for ever: it is interrupted, again until the pools are done (one
+        # may start just after an interrupt), and its task gets the error (StoreError).
+        # A checkpoint, on a connection of its own, still finishes first.
+        stop = threading.Event()
+        interrupter = threading.Thread(target=self._interrupt_until, args=(stop,),
+                                       name="storekit-aio-close", daemon=True)
+        interrupter.start()
+        try:
+            self._wpool.shutdown(wait=True)
+            self._rpool.shutdown(wait=True)
+        finally:
+            stop.set()
+            interrupter.join()
         self._sync.close()
+
+    def _interrupt_until(self, stop: threading.Event) -> None:
+        sync = self._sync
+        while True:
+            with sync._readers_lock:
+                conns = [self._w.conn, *sync._readers]
+            for conn in conns:
+                with contextlib.suppress(sqlite3.Error):  # closed already
+                    conn.interrupt()
+            if stop.wait(0.02):
+                return
 
 
 class _Job:
