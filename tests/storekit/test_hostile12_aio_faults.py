@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ print("holding", flush=True)
 sys.stdin.readline()
 c.execute("COMMIT")
 """
+
+
+def _two_rows(db: aio.AsyncDatabase, acked: list[int]) -> Callable[[int], Awaitable[None]]:
+    """A transaction writing rows i and 10,000 + i, with a turn for other tasks between;
+    i goes to acked once it committed."""
+
+    async def two_rows(i: int) -> None:
+        async with db.transaction() as tx:
+            await tx.run("INSERT INTO acks (k) VALUES (?)", (i,))
+            await asyncio.sleep(0)
+            await tx.run("INSERT INTO acks (k) VALUES (?)", (10_000 + i,))
+        acked.append(i)
+
+    return two_rows
 
 
 @pytest.fixture
@@ -190,12 +205,7 @@ async def test_cancel_at_every_await_of_a_write_transaction(tmp_path: Path) -> N
     # 200 queued transactions, some cancelled while queued, at BEGIN, mid-way, at COMMIT.
     acked: list[int] = []
 
-    async def two_rows(i: int) -> None:
-        async with db.transaction() as tx:
-            await tx.run("INSERT INTO acks (k) VALUES (?)", (i,))
-            await asyncio.sleep(0)
-            await tx.run("INSERT INTO acks (k) VALUES (?)", (10_000 + i,))
-        acked.append(i)
+    two_rows = _two_rows(db, acked)
 
     tasks = [asyncio.create_task(two_rows(i)) for i in range(200)]
     for step in range(60):
@@ -215,12 +225,7 @@ async def test_close_among_running_and_queued_tasks(tmp_path: Path) -> None:
     await db.exec("CREATE TABLE acks (k INTEGER PRIMARY KEY)")
     acked: list[int] = []
 
-    async def two_rows(i: int) -> None:
-        async with db.transaction() as tx:
-            await tx.run("INSERT INTO acks (k) VALUES (?)", (i,))
-            await asyncio.sleep(0)
-            await tx.run("INSERT INTO acks (k) VALUES (?)", (10_000 + i,))
-        acked.append(i)
+    two_rows = _two_rows(db, acked)
 
     tasks = [asyncio.create_task(two_rows(i)) for i in range(200)]
     tasks.append(asyncio.create_task(db.get(SLOW_READ.replace("FROM c)", "FROM c LIMIT 3000000)"))))
