@@ -9,11 +9,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Another program's writer holds SQLite's write lock, having run the SQL in argv[2], until
+# let_go() writes a line to its stdin (start it with told=True).
+HOLD_UNTIL_TOLD = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute(sys.argv[2])
+print("holding", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
 
-def start_holder(script: str, *args: object, ready: str = "holding") -> subprocess.Popen[str]:
+
+def start_holder(script: str, *args: object, ready: str = "holding",
+                 told: bool = False) -> subprocess.Popen[str]:
     """Run `script` in a new Python process; return once it prints `ready` (its lock is
-    taken). The caller kills it and calls communicate()."""
+    taken). The caller kills it and calls communicate(), or, with told=True (its stdin is a
+    pipe), ends it with let_go()."""
     proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                            stdin=subprocess.PIPE if told else None,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -22,6 +37,12 @@ def start_holder(script: str, *args: object, ready: str = "holding") -> subproce
         proc.communicate()
         raise AssertionError(f"holder process printed {line!r}, expected {ready!r}")
     return proc
+
+
+def let_go(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Tell a holder started with told=True to let go, and wait for it to exit cleanly."""
+    proc.communicate("go\n", timeout=timeout)
+    assert proc.returncode == 0
 
 
 def wal_file(path: Path) -> Path:

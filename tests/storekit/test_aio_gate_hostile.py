@@ -22,6 +22,7 @@ import pytest
 
 import storekit
 from storekit import aio
+from tests.helpers import HOLD_UNTIL_TOLD, let_go, start_holder
 
 pytestmark = pytest.mark.anyio
 HANG = 60.0  # seconds: an upper bound for "must not hang", never a speed requirement
@@ -417,31 +418,6 @@ def test_sqlite_gate_times_out_on_a_second_event_loop(tmp_path: Any) -> None:
         asyncio.run(db.close())
 
 
-# Another program's writer holds SQLite's lock until the test writes a line to its stdin.
-HOLD_UNTIL_TOLD = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-conn.execute("INSERT INTO t VALUES (0)")
-print("holding", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
-
-
-def _holder(script: str, *args: object) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "holding"
-    return proc
-
-
-def _let_go(proc: subprocess.Popen[str]) -> None:
-    proc.communicate("go\n", timeout=HANG)
-    assert proc.returncode == 0
-
-
 @pytest.mark.parametrize("where", ["autocommit", "begin"])
 async def test_sqlite_timeout_while_another_program_writes(tmp_path: Any, where: str) -> None:
     """A write waiting (in a thread) behind another program's BEGIN IMMEDIATE, under
@@ -464,7 +440,8 @@ async def test_sqlite_timeout_while_another_program_writes(tmp_path: Any, where:
                 await db.run("INSERT INTO t VALUES (?)", (x,))
             order.append(x)
 
-        proc = await asyncio.to_thread(_holder, HOLD_UNTIL_TOLD, path)
+        proc = await asyncio.to_thread(start_holder, HOLD_UNTIL_TOLD, path,
+                                        "INSERT INTO t VALUES (0)", told=True)
         try:
             first = asyncio.create_task(write(1))  # let through, then waits in the thread
             await _until(lambda: gate._free == 0, "the write lock taken")
@@ -480,7 +457,7 @@ async def test_sqlite_timeout_while_another_program_writes(tmp_path: Any, where:
                 async with asyncio.timeout(0.05):
                     await write(5)  # gives up while queued
         finally:
-            await asyncio.to_thread(_let_go, proc)
+            await asyncio.to_thread(let_go, proc, HANG)
         await asyncio.wait_for(asyncio.gather(queued[0], queued[2]), HANG)
         assert order == [2, 4]
         rows = await db.all("SELECT x FROM t ORDER BY x")

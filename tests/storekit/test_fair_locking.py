@@ -63,13 +63,7 @@ UNTIL_TOLD = "until-told"  # holds until a line (or end of file) on its stdin, h
 
 
 def _holder(path: Path, seconds: float | str, script: str = HOLD) -> subprocess.Popen[str]:
-    if seconds != UNTIL_TOLD:
-        return start_holder(script, path, seconds)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(path), seconds],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "holding"
-    return proc
+    return start_holder(script, path, seconds, told=seconds == UNTIL_TOLD)
 
 
 def _let_go(holder: subprocess.Popen[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from storekit import BusyError, SqliteOptions, StoreError, aio
+from tests.helpers import HOLD_UNTIL_TOLD, let_go, start_holder
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 30.0  # a guard against hanging only
@@ -35,17 +36,6 @@ print("holding", flush=True)
 sys.stdin.readline()
 c.execute("COMMIT")
 """
-
-IMMEDIATE = r"""
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-c.execute("INSERT INTO acks (k) VALUES (-1)")
-print("holding", flush=True)
-sys.stdin.readline()
-c.execute("COMMIT")
-"""
-
 
 def _two_rows(db: aio.AsyncDatabase, acked: list[int]) -> Callable[[int], Awaitable[None]]:
     """A transaction writing rows i and 10,000 + i, with a turn for other tasks between;
@@ -66,24 +56,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _holder(script: str, path: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "holding"
-    return proc
-
-
-def _let_go(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    proc.stdin.close()
-    assert proc.wait(WAIT_S) == 0
-    assert proc.stdout is not None
-    proc.stdout.close()
-
-
 @pytest.mark.parametrize("begin", ["immediate", "deferred"])
 async def test_stale_schema_behind_another_process_lock_waits(tmp_path: Path,
                                                               begin: str) -> None:
@@ -93,7 +65,7 @@ async def test_stale_schema_behind_another_process_lock_waits(tmp_path: Path,
     try:
         await db.exec("CREATE TABLE acks (k INTEGER PRIMARY KEY)")
         assert await db.get("SELECT count(*) AS n FROM acks") == {"n": 0}  # schema cached
-        proc = _holder(EXCLUSIVE, path)
+        proc = start_holder(EXCLUSIVE, path, told=True)
         try:
             async def in_readonly() -> Any:
                 async with db.transaction(readonly=True) as tx:
@@ -115,7 +87,7 @@ async def test_stale_schema_behind_another_process_lock_waits(tmp_path: Path,
             # Each meets the lock: on the old code each failed at once ("no such table").
             await asyncio.wait(tasks, timeout=0.5)
         finally:
-            _let_go(proc)
+            let_go(proc, WAIT_S)
         got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
         assert [r for r in got if isinstance(r, BaseException)] == []
         assert got[0]["n"] >= 1
@@ -152,12 +124,13 @@ async def test_writers_behind_begin_immediate_succeed_or_busy(tmp_path: Path,
                 await tx.run("INSERT INTO acks (k) VALUES (?)", (10_000 + i,))
         acked.append(i)
 
-    proc = _holder(IMMEDIATE, path)
+    proc = start_holder(HOLD_UNTIL_TOLD, path, "INSERT INTO acks (k) VALUES (-1)",
+                        told=True)
     try:
         tasks = [asyncio.create_task(write(i)) for i in range(200)]
         got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
     finally:
-        _let_go(proc)
+        let_go(proc, WAIT_S)
     # Held past the busy timeout (until told): every writer gave up with BusyError.
     assert all(isinstance(r, BusyError) for r in got), {type(r) for r in got}
     tasks = [asyncio.create_task(write(i)) for i in range(200, 400)]
