@@ -44,6 +44,7 @@ from storekit.backends.postgres.backend import (
 )
 from storekit.backends.postgres.deferred import (
     ABORT,
+    held_pipeline,
     interruption,
     prepared,
     prepared_many,
@@ -140,7 +141,7 @@ async def _pipeline(conn: AConn, pending: list[Pending],
     cur = None
     refused: BaseException | None = None  # see deferred.ABORT
     try:
-        async with conn.pipeline():
+        async with held_pipeline(conn, pending, last):
             for sql, values, many in pending:
                 try:
                     if many:

@@ -4,6 +4,7 @@ statement or COMMIT. The async path does the same with psycopg's async pipeline 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ import psycopg
 from storekit.backends.base import Row, RunResult
 from storekit.backends.postgres.session import changes_session
 from storekit.errors import BAD_INPUT, from_bad_input
-from storekit.params import Params, Translated, check_params, translate
+from storekit.params import Params, Translated, check_params, to_json, translate
 
 Pending = tuple[str, Any, bool]  # translated SQL, checked values, executemany
 
@@ -65,6 +66,36 @@ def reraised(refused: BaseException, exc: psycopg.Error | None) -> BaseException
     return exc
 
 
+# Past this many bytes of values, statements are sent one at a time, not in a pipeline:
+# a pipeline carrying large values can leave client and server each waiting for the
+# other (psycopg issue 685), and one round trip more is nothing beside the transfer.
+PIPELINE_MAX_BYTES = 256 * 1024
+
+
+def _size(values: Any, many: bool) -> int:
+    total = 0
+    for row in values if many else (values,):
+        if row is None:
+            continue
+        for v in row.values() if isinstance(row, Mapping) else row:
+            if isinstance(v, (str, bytes, bytearray, memoryview)):
+                total += len(v)
+            elif isinstance(v, (dict, list)):
+                total += len(to_json(v))
+    return total
+
+
+def held_pipeline(conn: Any, pending: list[Pending], last: Pending | None) -> Any:
+    """conn.pipeline(), or a context that does nothing when the values are large (see
+    PIPELINE_MAX_BYTES); conn is a sync or async connection."""
+    size = 0
+    for _, values, many in (*pending, last) if last is not None else pending:
+        size += _size(values, many)
+        if size > PIPELINE_MAX_BYTES:
+            return contextlib.nullcontext()
+    return conn.pipeline()
+
+
 def send(conn: psycopg.Connection[Row], pending: list[Pending],
          last: Pending | None) -> psycopg.Cursor[Row] | None:
     """pending, then last, in one pipeline: one round trip, one Sync. After a statement
@@ -73,7 +104,7 @@ def send(conn: psycopg.Connection[Row], pending: list[Pending],
     cur = None
     refused: BaseException | None = None
     try:
-        with conn.pipeline():
+        with held_pipeline(conn, pending, last):
             for sql, values, many in pending:
                 try:
                     if many:
